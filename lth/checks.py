@@ -1,0 +1,44 @@
+"""Invariants the driver proves every round and records in metrics.json.
+
+The two bugs most often reported against lottery-ticket code are rewinding that silently did not happen and
+masks that leaked (pruned weights drifting back to non-zero). Each round therefore checks, bit for bit:
+at the start, every surviving weight equals its rewind-point value and every pruned weight is zero; at the
+end, every pruned weight is still zero and each group's surviving count equals the planned one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lth.errors import RunFailed
+from lth.models import prunable_weights
+from lth.prune import Masks, PruneGroup
+
+
+def check_start(model: nn.Module, masks: Masks, rewind_point: dict[str, Tensor]) -> dict[str, bool]:
+    state = model.state_dict()
+    weights = prunable_weights(model)
+    rewound = all(
+        torch.equal(value, torch.where(masks[name], rewind_point[name], 0) if name in masks else rewind_point[name])
+        for name, value in state.items()
+    )
+    return {"start_rewound_to_rewind_point": rewound, "start_pruned_are_zero": _pruned_are_zero(weights, masks)}
+
+
+def check_end(model: nn.Module, masks: Masks, groups: list[PruneGroup], round_index: int) -> dict[str, bool]:
+    sizes = {name: mask.numel() for name, mask in masks.items()}
+    planned = all(
+        sum(int(masks[name].sum()) for name in group.layers) == group.kept(sizes, round_index) for group in groups
+    )
+    return {"end_pruned_are_zero": _pruned_are_zero(prunable_weights(model), masks), "end_density_as_planned": planned}
+
+
+def require(checks: dict[str, bool], round_index: int) -> None:
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        raise RunFailed(f"round {round_index}: invariant check failed: {', '.join(failed)}")
+
+
+def _pruned_are_zero(weights: dict[str, Tensor], masks: Masks) -> bool:
+    return all(not bool(weight[~masks[name]].any()) for name, weight in weights.items())

@@ -1,0 +1,114 @@
+"""The `lth` command: `run` hands its arguments to Hydra; `resume` and `report` take a run directory.
+
+`lth run` composes and validates the config of every job (all of a `-m` sweep's jobs) and checks that the
+data can be found before Hydra creates any output directory, so bad input costs one line on stderr, exit
+code 2 and nothing on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lth.errors import ConfigError, LthError
+
+USAGE = """usage: lth COMMAND [ARGS]
+
+commands:
+  run [OVERRIDES]        run an IMP experiment; Hydra overrides such as prune.rate=0.3 train.epochs=2,
+                         -m for a sweep (seed=0,1,2), --help for the config, --cfg job to print it
+  resume RUN_DIR         continue a stopped run from its last finished round
+  report PATH [--json]   per-round table (or JSON rows) of a run, or of every run under PATH
+"""
+
+# Hydra flags that only print information: no job runs, so there is nothing to validate up front.
+_INFO_FLAGS = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--version",
+    "--resolve",
+    "-p",
+    "--package",
+}
+# Flags that point Hydra at another primary config; their value follows as the next argument.
+_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_MULTIRUN_FLAGS = {"-m", "--multirun"}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    try:
+        if command == "run":
+            run(rest)
+        elif command == "resume":
+            resume(rest)
+        elif command == "report":
+            report(rest)
+        elif command in ("", "-h", "--help", "help"):
+            print(USAGE, end="")
+        else:
+            raise ConfigError(f"unknown command {command!r}; choose one of: run, resume, report (lth --help)")
+    except LthError as error:
+        _fail(error)
+
+
+def run(args: list[str]) -> None:
+    if not (_INFO_FLAGS | _CONFIG_FLAGS).intersection(args):
+        _validate_jobs(args)
+    from lth import hydra_app
+
+    sys.argv = ["lth run", *args]
+    hydra_app.main()
+
+
+def _validate_jobs(args: list[str]) -> None:
+    from lth import config, imp
+
+    overrides = [a for a in args if not a.startswith("-")]
+    jobs = config.expand_sweep(overrides) if _MULTIRUN_FLAGS.intersection(args) else [overrides]
+    for job in jobs:
+        imp.preflight(config.compose(job))
+
+
+def resume(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lth resume", description="Continue a stopped run from its last finished round."
+    )
+    parser.add_argument("run_dir", type=Path)
+    parsed = parser.parse_args(args)
+    from lth import config, imp
+    from lth.checkpoint import RUN_FILE
+    from lth.report import CONFIG_FILE
+
+    if not (parsed.run_dir / RUN_FILE).is_file() or not (parsed.run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{parsed.run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
+    cfg = config.load_saved(parsed.run_dir / CONFIG_FILE)
+    imp.preflight(cfg)
+    imp.run(cfg, parsed.run_dir)
+
+
+def report(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lth report", description="Per-round results of a run or of all runs under a folder."
+    )
+    parser.add_argument("path", type=Path, help="a run directory, or a folder holding runs (e.g. a sweep)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per (run, round)")
+    parsed = parser.parse_args(args)
+    from lth import report as reporting
+
+    reporting.print_report(parsed.path, parsed.json)
+
+
+def _fail(error: LthError) -> None:
+    print(f"lth: error: {error}", file=sys.stderr)
+    sys.exit(error.exit_code)

@@ -1,0 +1,234 @@
+"""Typed experiment configuration: the schema behind `conf/`, composition, and up-front validation.
+
+Each dataclass below is the schema of one config group in `conf/` (model, dataset, prune, train). Hydra merges
+the YAML files into these structured configs, so an unknown key or a value of the wrong type fails during
+composition; `validate` then checks ranges and choices. Both happen before a run directory is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from lth.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "sgd")
+SCOPES = ("layerwise", "global")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # key in the model registry (lth/models)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # key in the dataset registry (lth/data)
+    root: str | None = None  # folder holding the files; unset: $LTH_DATA, then /usr/share/datasets/<name>
+    download: bool = False  # let torchvision download the files into root when they are missing
+    val_size: int = 5000  # training examples held out (per seed) for early stopping; 0 disables
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    num_classes: int = 10
+    train_size: int = 2000
+    test_size: int = 500
+
+
+# Datasets whose config has keys beyond DatasetConfig's; their YAML files start from these schemas too.
+DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {"synthetic": SyntheticDatasetConfig}
+
+
+@dataclass
+class PruneConfig:
+    rate: float = 0.2  # fraction of surviving prunable weights removed per round
+    output_rate: float | None = None  # rate for the output layer; unset: half of `rate`
+    rounds: int = 10  # pruning rounds after the dense round 0
+    scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.0  # sgd only
+    weight_decay: float = 0.0
+    batch_size: int = 60
+    epochs: int = 2
+    eval_every: int = 0  # steps between evaluations on the validation and test sets; 0: once per epoch
+
+
+@dataclass
+class UIConfig:
+    progress: bool = True  # live progress bars; false for scripts and CI
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    prune: PruneConfig = MISSING
+    train: TrainConfig = MISSING
+    ui: UIConfig = field(default_factory=UIConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+def register_configs() -> None:
+    """Put the schemas where the YAML files in `conf/` find them (`defaults: [base_config, ...]`)."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    store.store(group="model", name="base_model", node=ModelConfig)
+    store.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    store.store(group="dataset", name="base_synthetic", node=SyntheticDatasetConfig)
+    store.store(group="prune", name="base_prune", node=PruneConfig)
+    store.store(group="train", name="base_train", node=TrainConfig)
+
+
+register_configs()
+
+
+def group_options(group: str) -> list[str]:
+    """The choices a user can write for a config group, e.g. `model=<option>`."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose(overrides: Sequence[str]) -> Config:
+    """Compose `conf/config.yaml` with command-line overrides into a validated Config."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_explain(error)) from None
+    return from_dictconfig(composed)
+
+
+def from_dictconfig(composed: DictConfig) -> Config:
+    """Turn a composed (or saved) config into the typed Config and validate it."""
+    schema = OmegaConf.structured(Config)
+    schema.dataset = OmegaConf.structured(DATASET_SCHEMAS.get(composed.dataset.name, DatasetConfig))
+    try:
+        merged = OmegaConf.merge(schema, composed)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(_explain(error)) from None
+    assert isinstance(cfg, Config)
+    validate(cfg)
+    return cfg
+
+
+def load_saved(path: Path) -> Config:
+    """Read a run's `.hydra/config.yaml` back into a validated Config."""
+    return from_dictconfig(OmegaConf.load(path))
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+
+
+def config_hash(cfg: Config) -> str:
+    """A fingerprint of everything that determines a run's results."""
+    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
+
+
+def expand_sweep(overrides: Sequence[str]) -> Iterator[list[str]]:
+    """The override list of each job of a `-m` sweep (cartesian product, as Hydra's basic sweeper does)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as error:
+        raise ConfigError(_explain(error)) from None
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in parsed
+    ]
+    for combination in itertools.product(*choices):
+        yield list(combination)
+
+
+def leaf_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of a schema, e.g. `prune.rate`."""
+    keys = []
+    for name, hint in get_type_hints(schema).items():
+        if is_dataclass(hint):
+            keys.extend(leaf_keys(hint, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and choices; raise ConfigError naming the key and what is allowed."""
+    from lth import data, models  # registries import torch; keep `lth --help` light
+
+    _require_choice("model.name", cfg.model.name, models.names())
+    _require_choice("dataset.name", cfg.dataset.name, data.names())
+    device_ok = cfg.device in DEVICES or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())
+    _require(device_ok, "device", cfg.device, "auto, cpu, cuda or cuda:N")
+    _require(0 <= cfg.prune.rate < 1, "prune.rate", cfg.prune.rate, "a fraction with 0 <= rate < 1")
+    if cfg.prune.output_rate is not None:
+        rate = cfg.prune.output_rate
+        _require(0 <= rate < 1, "prune.output_rate", rate, "a fraction with 0 <= rate < 1, or null")
+    _require(cfg.prune.rounds >= 0, "prune.rounds", cfg.prune.rounds, "an integer >= 0")
+    _require_choice("prune.scope", cfg.prune.scope, SCOPES)
+    _require_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
+    _require(cfg.train.lr > 0, "train.lr", cfg.train.lr, "a number > 0")
+    _require(cfg.train.momentum >= 0, "train.momentum", cfg.train.momentum, "a number >= 0")
+    _require(cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "a number >= 0")
+    _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "an integer >= 1")
+    _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1")
+    _require(cfg.train.eval_every >= 0, "train.eval_every", cfg.train.eval_every, "an integer >= 0")
+    _require(cfg.dataset.val_size >= 0, "dataset.val_size", cfg.dataset.val_size, "an integer >= 0")
+    if isinstance(cfg.dataset, SyntheticDatasetConfig):
+        synthetic = cfg.dataset
+        shape_ok = len(synthetic.input_shape) >= 1 and all(d >= 1 for d in synthetic.input_shape)
+        _require(shape_ok, "dataset.input_shape", synthetic.input_shape, "a list of positive sizes")
+        _require(synthetic.num_classes >= 2, "dataset.num_classes", synthetic.num_classes, "an integer >= 2")
+        train_ok = synthetic.train_size > synthetic.val_size
+        _require(train_ok, "dataset.train_size", synthetic.train_size, "an integer > dataset.val_size")
+        _require(synthetic.test_size >= 1, "dataset.test_size", synthetic.test_size, "an integer >= 1")
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value} is not allowed; {key} must be {allowed}")
+
+
+def _require_choice(key: str, value: str, options: Sequence[str]) -> None:
+    _require(value in options, key, value, "one of: " + ", ".join(options))
+
+
+def _explain(error: Exception) -> str:
+    """One line that names the key and what is allowed, from Hydra's and OmegaConf's multi-line errors."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, option = error.missing_cfg_file.rpartition("/")
+        if group:
+            options = ", ".join(group_options(group))
+            return f"{group}={option}: no such {group}; choose one of: {options}"
+    cause = error
+    while not isinstance(cause, OmegaConfBaseException) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        key = cause.full_key
+        if isinstance(cause, ConfigKeyError) and is_dataclass(cause.object_type):
+            parent = key.rpartition(".")[0]
+            allowed = ", ".join(get_type_hints(cause.object_type))
+            where = f"under '{parent}'" if parent else "at the top level"
+            return f"{key}: unknown config key; keys allowed {where}: {allowed}"
+        return f"{key}: {str(cause.msg).splitlines()[0]}"
+    return str(error).strip().splitlines()[0]

@@ -1,0 +1,73 @@
+"""What a run shows while it works: a live progress bar per round and a line per finished round."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class RunDisplay:
+    """Progress bars when `live`; a plain line per round either way (for logs, CI and scripts)."""
+
+    def __init__(self, live: bool, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.live = live and self.console.is_terminal
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> RunDisplay:
+        if self.live:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[accuracy]:.2%}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def start_round(self, round_index: int, density: float, total_steps: int, steps_per_epoch: int) -> None:
+        self._steps_per_epoch = steps_per_epoch
+        self._epochs = total_steps // steps_per_epoch
+        self._round = round_index
+        self._density = density
+        if self._progress is not None:
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(self._describe(0), total=total_steps, loss=0.0, accuracy=0.0)
+
+    def step(self, step: int, loss: float, accuracy: float) -> None:
+        if self._progress is not None:
+            self._progress.update(
+                self._task, completed=step, description=self._describe(step), loss=loss, accuracy=accuracy
+            )
+
+    def finish_round(self, row: dict[str, Any]) -> None:
+        early = "-" if row["early_stop_step"] is None else row["early_stop_step"]
+        self.console.print(
+            f"round {row['round']:>2}  density {row['density']:7.2%}  test {row['test_accuracy']:.2%}  "
+            f"best {row['best_test_accuracy']:.2%}  early-stop {early}  {row['seconds']:.1f}s"
+        )
+
+    def _describe(self, step: int) -> str:
+        epoch = min(step // self._steps_per_epoch + 1, self._epochs)
+        return f"round {self._round} · density {self._density:.1%} · epoch {epoch}/{self._epochs}"
