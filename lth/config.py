@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from lth.errors import ConfigError
 
@@ -225,7 +225,7 @@ def _explain(error: Exception) -> str:
         cause = cause.__cause__
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key = cause.full_key
-        if isinstance(cause, ConfigKeyError) and is_dataclass(cause.object_type):
+        if isinstance(cause, ConfigKeyError | ConfigAttributeError) and is_dataclass(cause.object_type):
             parent = key.rpartition(".")[0]
             allowed = ", ".join(get_type_hints(cause.object_type))
             where = f"under '{parent}'" if parent else "at the top level"

@@ -101,7 +101,7 @@ def run(cfg: Config, run_dir: Path, console: Console | None = None) -> list[dict
                 display.finish_round(row)
     except KeyboardInterrupt:
         update_run_record(run_dir, status="interrupted")
-        console.print(f"interrupted; finished rounds are kept. Continue with: lth resume {run_dir}")
+        console.print(f"interrupted; finished rounds are kept. Continue with: lth resume {run_dir}", soft_wrap=True)
         raise SystemExit(130) from None
     except RunFailed:
         update_run_record(run_dir, status="failed")

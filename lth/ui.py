@@ -65,7 +65,8 @@ class RunDisplay:
         early = "-" if row["early_stop_step"] is None else row["early_stop_step"]
         self.console.print(
             f"round {row['round']:>2}  density {row['density']:7.2%}  test {row['test_accuracy']:.2%}  "
-            f"best {row['best_test_accuracy']:.2%}  early-stop {early}  {row['seconds']:.1f}s"
+            f"best {row['best_test_accuracy']:.2%}  early-stop {early}  {row['seconds']:.1f}s",
+            soft_wrap=True,
         )
 
     def _describe(self, step: int) -> str:

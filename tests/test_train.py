@@ -1,0 +1,83 @@
+"""Training under a mask: pruned weights and their optimiser state stay exactly zero; data order is seeded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from lth import data
+from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
+from lth.models import build, prunable_weights
+from lth.prune import apply_masks, dense_masks, magnitude_prune, prune_groups
+from lth.train import train
+
+
+def small_setup(seed: int = 0):
+    dataset = data.load(
+        SyntheticDatasetConfig(name="synthetic", train_size=400, test_size=100, val_size=50), seed, torch.device("cpu")
+    )
+    torch.manual_seed(seed)
+    model = build(ModelConfig(name="lenet_300_100"), dataset.input_shape, dataset.num_classes)
+    return dataset, model
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TrainConfig(optimizer="adam", lr=1e-3, batch_size=40, epochs=2, weight_decay=1e-4),
+        TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=40, epochs=2, weight_decay=1e-4),
+    ],
+    ids=["adam", "sgd-momentum"],
+)
+def test_pruned_weights_and_optimizer_state_stay_zero(cfg):
+    dataset, model = small_setup()
+    masks = magnitude_prune(
+        {n: w.detach() for n, w in prunable_weights(model).items()},
+        dense_masks(model),
+        prune_groups(model, PruneConfig(rate=0.5)),
+        round_index=2,
+    )
+    apply_masks(model, masks)
+    before = {n: w.detach().clone() for n, w in prunable_weights(model).items()}
+    optimizers: list[torch.optim.Optimizer] = []
+    # torch's global step hook hands us the optimiser that train() builds, so its state can be inspected.
+    handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: optimizers.append(opt))
+    try:
+        result = train(model, masks, dataset, cfg, seed=0, round_index=2)
+    finally:
+        handle.remove()
+
+    assert result.steps == 2 * 9  # ceil(350 / 40) per epoch
+    for name, weight in prunable_weights(model).items():
+        assert bool((weight[~masks[name]] == 0).all()), f"{name}: a pruned weight moved"
+        assert not torch.equal(weight[masks[name]], before[name][masks[name]]), f"{name}: survivors did not train"
+        state = optimizers[0].state[weight]
+        assert state, f"{name}: no optimiser state to check"
+        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+            if key in state:
+                assert bool((state[key][~masks[name]] == 0).all()), f"{name}: {key} leaked into pruned weights"
+
+
+def test_training_is_deterministic_and_seeded():
+    results = []
+    for seed in (0, 0, 1):
+        dataset, model = small_setup(seed)
+        cfg = TrainConfig(batch_size=40, epochs=1, eval_every=3)
+        train(model, dense_masks(model), dataset, cfg, seed=seed, round_index=0)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(results[0], results[1])
+    assert not torch.equal(results[0], results[2])
+
+
+def test_early_stopping_bookkeeping():
+    dataset, model = small_setup()
+    result = train(
+        model, dense_masks(model), dataset, TrainConfig(batch_size=40, epochs=2, eval_every=4), seed=0, round_index=0
+    )
+    steps = [e.step for e in result.history]
+    assert steps == [4, 8, 12, 16, 18]  # every 4 steps and at the very end
+    best_val = min(result.history, key=lambda e: e.val_loss)
+    assert result.early_stop == best_val
+    assert result.best_test_accuracy == max(e.test_accuracy for e in result.history)
+    assert result.metrics()["early_stop_step"] == best_val.step
