@@ -59,7 +59,7 @@ DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {"synthetic": SyntheticDataset
 class PruneConfig:
     rate: float = 0.2  # fraction of surviving prunable weights removed per round
     output_rate: float | None = None  # rate for the output layer; unset: half of `rate`
-    rounds: int = 10  # pruning rounds after the dense round 0
+    rounds: int = 18  # pruning rounds after the dense round 0
     scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
 
 
