@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import signal
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -92,7 +93,10 @@ def run(cfg: Config, run_dir: Path, console: Console | None = None) -> list[dict
         versions=_versions(),
         **({"started": now()} if first == 0 and not record_path.exists() else {"resumed": now()}),
     )
-    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM (cluster pre-emption) is handled like Ctrl-C. Signal handlers can only be set from the main
+    # thread; a launcher that runs jobs in worker threads keeps its own handling.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None
     try:
         with RunDisplay(live=cfg.ui.progress, console=console) as display:
             for round_index in range(first, cfg.prune.rounds + 1):
@@ -107,7 +111,8 @@ def run(cfg: Config, run_dir: Path, console: Console | None = None) -> list[dict
         update_run_record(run_dir, status="failed")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     update_run_record(run_dir, status="finished")
     rows = run_rows(run_dir)
     console.print(round_table(rows, title=f"{cfg.model.name} on {cfg.dataset.name}, seed {cfg.seed}: {run_dir}"))

@@ -106,7 +106,8 @@ def test_resume_after_a_kill_between_rounds_matches_an_uninterrupted_run(tmp_pat
         assert ours["history"] == theirs["history"]
 
 
-def test_sigint_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "pre-emption"])
+def test_a_signal_marks_the_run_interrupted_and_resume_finishes_it(tmp_path, signum):
     run_dir = tmp_path / "run"
     args = [*FAST, "prune.rounds=30", f"hydra.run.dir={run_dir}"]
     process = subprocess.Popen(
@@ -119,7 +120,7 @@ def test_sigint_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
     deadline = time.monotonic() + 120
     while not (run_dir / "round_00").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 130
     assert f"lth resume {run_dir}" in out
