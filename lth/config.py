@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -122,7 +123,8 @@ def compose(overrides: Sequence[str]) -> Config:
 def from_dictconfig(composed: DictConfig) -> Config:
     """Turn a composed (or saved) config into the typed Config and validate it."""
     schema = OmegaConf.structured(Config)
-    schema.dataset = OmegaConf.structured(DATASET_SCHEMAS.get(composed.dataset.name, DatasetConfig))
+    dataset_name = OmegaConf.select(composed, "dataset.name", default=None)
+    schema.dataset = OmegaConf.structured(DATASET_SCHEMAS.get(dataset_name, DatasetConfig))
     try:
         merged = OmegaConf.merge(schema, composed)
         cfg = OmegaConf.to_object(merged)
@@ -135,7 +137,13 @@ def from_dictconfig(composed: DictConfig) -> Config:
 
 def load_saved(path: Path) -> Config:
     """Read a run's `.hydra/config.yaml` back into a validated Config."""
-    return from_dictconfig(OmegaConf.load(path))
+    try:
+        saved = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path} is not a readable config: {str(error).splitlines()[0]}") from None
+    if not isinstance(saved, DictConfig):
+        raise ConfigError(f"{path} is not a readable config: it holds a list, not a mapping")
+    return from_dictconfig(saved)
 
 
 def to_yaml(cfg: Config) -> str:
