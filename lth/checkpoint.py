@@ -1,27 +1,42 @@
-"""The on-disk record of a run: atomic files, published rounds, and run.json.
+"""The on-disk record of a run: atomic files, published rounds, in-progress states, run.json, the lock.
 
 Every file is written under a temporary name in its destination folder, flushed, fsynced and renamed into
 place, so a reader never sees half a file. A round is assembled in a hidden `.round_NN.partial/` folder and
 published by one rename to `round_NN/`: a round directory either holds everything or does not exist, and a
-published round is never rewritten. Tensors are stored with safetensors (no pickle on load).
+published round is never rewritten. Round tensors are safetensors files; in-progress training states are
+`torch.save` files read back with `weights_only=True` (no arbitrary unpickling). Every round and every state
+carries SHA-256 checksums, so a truncated or corrupted file is named instead of being read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from lth.errors import ConfigError, RunFailed
+
+FORMAT_VERSION = 1  # of the outputs tree; a run written in another format is not resumed
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 REWIND_FILE = "rewind.safetensors"
-ROUND_FILES = ("mask.safetensors", "start.safetensors", "final.safetensors", "metrics.json")
+STATE_DIR = "state"
+CHECKSUM_FILE = "checksums.json"
+ROUND_FILES = ("mask.safetensors", "start.safetensors", "final.safetensors", "metrics.json", CHECKSUM_FILE)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -79,9 +94,132 @@ def publish_round(
     for stem, group in tensors.items():
         save_tensors(partial / f"{stem}.safetensors", group)
     write_json(partial / "metrics.json", metrics)
+    write_json(partial / CHECKSUM_FILE, {p.name: sha256_file(p) for p in sorted(partial.iterdir())})
     os.rename(partial, final)
     _fsync_dir(run_dir)
     return final
+
+
+def sha256_file(path: Path) -> str:
+    return _sha256(path.read_bytes())
+
+
+def verify_round(run_dir: Path, round_index: int) -> Path:
+    """Check a published round's files against its checksums; RunFailed names the first bad file."""
+    folder = round_dir(run_dir, round_index)
+    try:
+        expected = read_json(folder / CHECKSUM_FILE)
+    except (OSError, ValueError):
+        raise RunFailed(f"{folder / CHECKSUM_FILE} is missing or unreadable; this round cannot be trusted") from None
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file() or sha256_file(path) != digest:
+            raise RunFailed(f"{path} is missing or corrupted (its SHA-256 does not match {CHECKSUM_FILE})")
+    return folder
+
+
+def save_state(run_dir: Path, round_index: int, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write an in-progress training state with its checksum; keep only the newest `keep` of the round."""
+    folder = run_dir / STATE_DIR
+    folder.mkdir(exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    path = folder / f"round_{round_index:02d}.step_{step:07d}.pt"
+    atomic_write(path, data)
+    # The sidecar is written last: a state without one is incomplete and never read.
+    write_json(path.with_suffix(".json"), {"round": round_index, "step": step, "sha256": _sha256(data)})
+    for old in _states(run_dir, round_index)[keep:]:
+        old.with_suffix(".pt").unlink(missing_ok=True)
+        old.unlink()
+    return path
+
+
+def load_state(run_dir: Path, round_index: int, warn: Callable[[str], None]) -> dict[str, Any] | None:
+    """The newest intact in-progress state of a round, or None; a corrupted one is named and skipped."""
+    for sidecar in _states(run_dir, round_index):
+        path = sidecar.with_suffix(".pt")
+        try:
+            expected = read_json(sidecar)["sha256"]
+            data = path.read_bytes()
+        except (OSError, ValueError, KeyError):
+            warn(f"{path} is missing or unreadable; trying an older state")
+            continue
+        if _sha256(data) != expected:
+            warn(f"{path} is corrupted (its SHA-256 does not match {sidecar.name}); trying an older state")
+            continue
+        return torch.load(io.BytesIO(data), weights_only=True)
+    return None
+
+
+def clear_states(run_dir: Path) -> None:
+    """Drop in-progress states once their round is published (they can never be needed again)."""
+    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
+
+
+def _states(run_dir: Path, round_index: int) -> list[Path]:
+    """Sidecars of a round's states, newest first."""
+    return sorted((run_dir / STATE_DIR).glob(f"round_{round_index:02d}.step_*.json"), reverse=True)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Keep a second process off a run directory; a lock left by a dead process on this host is taken over."""
+    path = run_dir / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(path)
+            if owner is None and _age_seconds(path) < 5:  # probably being written by its owner right now
+                time.sleep(0.05)
+                continue
+            if owner is not None and _held_by_live_process(owner):
+                raise ConfigError(
+                    f"{run_dir} is in use by pid {owner['pid']} on {owner['host']} (since {owner['since']}); "
+                    f"wait for it, or stop that process: a lock left by a dead process is taken over"
+                ) from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as lock:
+            json.dump(me, lock)
+        break
+    try:
+        yield
+    finally:
+        if _lock_owner(path) == me:
+            path.unlink(missing_ok=True)
+
+
+def _lock_owner(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _held_by_live_process(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot see processes on another host: assume it is alive
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def now() -> str:

@@ -19,7 +19,9 @@ USAGE = """usage: lth COMMAND [ARGS]
 commands:
   run [OVERRIDES]        run an IMP experiment; Hydra overrides such as prune.rate=0.3 train.epochs=2,
                          -m for a sweep (seed=0,1,2), --help for the config, --cfg job to print it
-  resume RUN_DIR         continue a stopped run from its last finished round
+  resume PATH [prune.rounds=N] [--force]
+                         continue a stopped run (or every unfinished run under PATH) from its newest
+                         intact state; prune.rounds=N extends a finished run
   report PATH [--json]   per-round table (or JSON rows) of a run, or of every run under PATH
 """
 
@@ -82,19 +84,39 @@ def _validate_jobs(args: list[str]) -> None:
 
 def resume(args: list[str]) -> None:
     parser = argparse.ArgumentParser(
-        prog="lth resume", description="Continue a stopped run from its last finished round."
+        prog="lth resume",
+        description="Continue stopped runs from their newest intact state; extend them with prune.rounds=N.",
     )
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("path", type=Path, help="a run directory, or a folder of runs such as a sweep")
+    parser.add_argument("overrides", nargs="*", help="only prune.rounds, ui.* and checkpoint.* (others need --force)")
+    parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
     from lth import config, imp
-    from lth.checkpoint import RUN_FILE
-    from lth.report import CONFIG_FILE
+    from lth.checkpoint import RUN_FILE, read_json
+    from lth.report import CONFIG_FILE, find_runs
 
-    if not (parsed.run_dir / RUN_FILE).is_file() or not (parsed.run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{parsed.run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
-    cfg = config.load_saved(parsed.run_dir / CONFIG_FILE)
-    imp.preflight(cfg)
-    imp.run(cfg, parsed.run_dir)
+    runs = [parsed.path] if (parsed.path / RUN_FILE).is_file() else find_runs(parsed.path)
+    for run_dir in runs:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise ConfigError(f"{run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
+        saved = config.load_saved(run_dir / CONFIG_FILE)
+        cfg = config.with_overrides(saved, parsed.overrides)
+        changes = config.changed_keys(saved, cfg)
+        refused = [key for key in changes if not key.startswith(config.RESUMABLE_KEYS)]
+        if refused and not parsed.force:
+            described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
+            raise ConfigError(
+                f"resume would change {described}; only prune.rounds, ui.* and checkpoint.* may change "
+                "(add --force to change anyway; it is recorded in run.json)"
+            )
+        record = read_json(run_dir / RUN_FILE)
+        if record.get("status") == "finished" and not changes and len(runs) > 1:
+            print(f"{run_dir}: finished, skipped")
+            continue
+        imp.preflight(cfg)
+        if changes:
+            config.save(cfg, run_dir / CONFIG_FILE)
+        imp.run(cfg, run_dir, changes={k: list(v) for k, v in changes.items()} or None)
 
 
 def report(args: list[str]) -> None:

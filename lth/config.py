@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "sgd")
 SCOPES = ("layerwise", "global")
+DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
+# Keys that may change when a run is resumed: they do not change any result.
+RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.")
 
 
 @dataclass
@@ -76,6 +80,12 @@ class TrainConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: str = "1ep"  # in-progress training state saved every N steps (`500it`) or epochs (`1ep`); `0`: never
+    keep: int = 2  # newest in-progress states kept per round (older ones deleted)
+
+
+@dataclass
 class UIConfig:
     progress: bool = True  # live progress bars; false for scripts and CI
 
@@ -86,6 +96,7 @@ class Config:
     dataset: DatasetConfig = MISSING
     prune: PruneConfig = MISSING
     train: TrainConfig = MISSING
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -146,13 +157,51 @@ def load_saved(path: Path) -> Config:
     return from_dictconfig(saved)
 
 
-def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """A copy of `cfg` with `key=value` overrides applied (plain keys only: groups cannot change here)."""
+    if not overrides:
+        return cfg
+    try:
+        changes = OmegaConf.from_dotlist(list(overrides))
+    except (OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(f"cannot read overrides {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    return from_dictconfig(OmegaConf.merge(OmegaConf.structured(cfg), changes))
+
+
+def save(cfg: Config, path: Path) -> None:
+    """Write a config where `load_saved` reads it (atomically: it is a run's record)."""
+    from lth.checkpoint import atomic_write
+
+    atomic_write(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode())
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Dotted key → value, e.g. {"prune.rate": 0.2, ...}."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
+    return flat
 
 
 def config_hash(cfg: Config) -> str:
-    """A fingerprint of everything that determines a run's results."""
-    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
+    """A fingerprint of everything that determines a run's results (RESUMABLE_KEYS left out)."""
+    decisive = {k: v for k, v in flatten(cfg).items() if not k.startswith(RESUMABLE_KEYS)}
+    return hashlib.sha256(repr(sorted(decisive.items())).encode()).hexdigest()[:16]
+
+
+def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two configs, with (old, new)."""
+    before, after = flatten(old), flatten(new)
+    return {
+        k: (before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)
+    }
 
 
 def expand_sweep(overrides: Sequence[str]) -> Iterator[list[str]]:
@@ -201,6 +250,13 @@ def validate(cfg: Config) -> None:
     _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "an integer >= 1")
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1")
     _require(cfg.train.eval_every >= 0, "train.eval_every", cfg.train.eval_every, "an integer >= 0")
+    _require(
+        DURATION.fullmatch(cfg.checkpoint.every) is not None,
+        "checkpoint.every",
+        cfg.checkpoint.every,
+        "a number of steps or epochs such as 500it or 1ep (0: never)",
+    )
+    _require(cfg.checkpoint.keep >= 1, "checkpoint.keep", cfg.checkpoint.keep, "an integer >= 1")
     _require(cfg.dataset.val_size >= 0, "dataset.val_size", cfg.dataset.val_size, "an integer >= 0")
     if isinstance(cfg.dataset, SyntheticDatasetConfig):
         synthetic = cfg.dataset

@@ -17,3 +17,9 @@ class RunFailed(LthError):
     """A run stopped because an invariant broke or training diverged; finished rounds stay intact."""
 
     exit_code = 1
+
+
+class Interrupted(LthError):
+    """Ctrl-C or SIGTERM: the run saved its state and stopped; `lth resume` continues it."""
+
+    exit_code = 130

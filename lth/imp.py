@@ -22,18 +22,24 @@ from torch import nn
 
 from lth import checks, data, models
 from lth.checkpoint import (
+    FORMAT_VERSION,
     REWIND_FILE,
+    RUN_FILE,
+    clear_states,
     finished_rounds,
+    load_state,
     load_tensors,
     now,
     publish_round,
     read_json,
-    round_dir,
+    run_lock,
+    save_state,
     save_tensors,
     update_run_record,
+    verify_round,
 )
 from lth.config import Config, config_hash
-from lth.errors import ConfigError, RunFailed
+from lth.errors import ConfigError, Interrupted, RunFailed
 from lth.prune import (
     Masks,
     PruneGroup,
@@ -46,7 +52,7 @@ from lth.prune import (
     prune_groups,
 )
 from lth.report import round_table, run_rows
-from lth.train import steps_per_epoch, train
+from lth.train import Trainer, to_steps
 from lth.ui import RunDisplay
 
 _PACKAGES = ("lth", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "safetensors")
@@ -66,57 +72,108 @@ def preflight(cfg: Config) -> None:
     data.check(cfg.dataset)
 
 
-def run(cfg: Config, run_dir: Path, console: Console | None = None) -> list[dict[str, Any]]:
-    """Run (or continue) the IMP rounds of `cfg` in `run_dir`; return the rows of all finished rounds."""
-    console = console or Console()
-    record_path = run_dir / "run.json"
-    if record_path.exists() and read_json(record_path).get("config_hash") != config_hash(cfg):
-        raise ConfigError(f"{run_dir}/.hydra/config.yaml no longer matches the config this run was started with")
-    device = resolve_device(cfg.device)
-    dataset = data.load(cfg.dataset, cfg.seed, device)
-    torch.manual_seed(cfg.seed)
-    model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
-    rewind_path = run_dir / REWIND_FILE
-    if not rewind_path.exists():
-        save_tensors(rewind_path, model.state_dict())
-    rewind_point = load_tensors(rewind_path, str(device))
-    groups = prune_groups(model, cfg.prune)
+def run(
+    cfg: Config, run_dir: Path, console: Console | None = None, changes: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Run (or continue) the IMP rounds of `cfg` in `run_dir`; return the rows of all finished rounds.
 
-    first = finished_rounds(run_dir)
-    update_run_record(
-        run_dir,
-        status="running",
-        config_hash=config_hash(cfg),
-        device=str(device),
-        rounds_planned=cfg.prune.rounds + 1,
-        rounds_finished=first,
-        versions=_versions(),
-        **({"started": now()} if first == 0 and not record_path.exists() else {"resumed": now()}),
-    )
-    # SIGTERM (cluster pre-emption) is handled like Ctrl-C. Signal handlers can only be set from the main
-    # thread; a launcher that runs jobs in worker threads keeps its own handling.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None
-    try:
-        with RunDisplay(live=cfg.ui.progress, console=console) as display:
-            for round_index in range(first, cfg.prune.rounds + 1):
-                row = run_round(cfg, run_dir, round_index, model, dataset, rewind_point, groups, display)
-                update_run_record(run_dir, rounds_finished=round_index + 1)
-                display.finish_round(row)
-    except KeyboardInterrupt:
-        update_run_record(run_dir, status="interrupted")
-        console.print(f"interrupted; finished rounds are kept. Continue with: lth resume {run_dir}", soft_wrap=True)
-        raise SystemExit(130) from None
-    except RunFailed:
-        update_run_record(run_dir, status="failed")
-        raise
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-    update_run_record(run_dir, status="finished")
+    `changes` are the config keys a resume changed (old, new), recorded in run.json; a run whose results-
+    determining config differs from the one it started with is refused unless such changes were allowed.
+    """
+    console = console or Console()
+    with run_lock(run_dir):
+        record = _check_record(run_dir, cfg, changes)
+        device = resolve_device(cfg.device)
+        dataset = data.load(cfg.dataset, cfg.seed, device)
+        torch.manual_seed(cfg.seed)
+        model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
+        rewind_path = run_dir / REWIND_FILE
+        if not rewind_path.exists():
+            save_tensors(rewind_path, model.state_dict())
+        rewind_point = load_tensors(rewind_path, str(device))
+        groups = prune_groups(model, cfg.prune)
+
+        first = finished_rounds(run_dir)
+        event = {"event": "resumed" if record else "started", "time": now()}
+        update_run_record(
+            run_dir,
+            format_version=FORMAT_VERSION,
+            status="running",
+            config_hash=config_hash(cfg),
+            device=str(device),
+            rounds_planned=cfg.prune.rounds + 1,
+            rounds_finished=first,
+            versions=_versions(),
+            events=[*(record or {}).get("events", []), {**event, **({"changes": changes} if changes else {})}],
+        )
+        with StopSignals() as stop, RunDisplay(live=cfg.ui.progress, console=console) as display:
+            try:
+                for round_index in range(first, cfg.prune.rounds + 1):
+                    row = run_round(cfg, run_dir, round_index, model, dataset, rewind_point, groups, display, stop)
+                    update_run_record(run_dir, rounds_finished=round_index + 1)
+                    display.finish_round(row)
+                    if stop.received and round_index < cfg.prune.rounds:
+                        raise Interrupted(f"stopped after round {round_index}")
+            except (Interrupted, KeyboardInterrupt):
+                update_run_record(run_dir, status="interrupted")
+                console.print(
+                    f"interrupted; finished rounds and the training state are kept. Resume: lth resume {run_dir}",
+                    soft_wrap=True,
+                )
+                raise SystemExit(Interrupted.exit_code) from None
+            except RunFailed:
+                update_run_record(run_dir, status="failed")
+                raise
+        update_run_record(run_dir, status="finished")
     rows = run_rows(run_dir)
     console.print(round_table(rows, title=f"{cfg.model.name} on {cfg.dataset.name}, seed {cfg.seed}: {run_dir}"))
     return rows
+
+
+def _check_record(run_dir: Path, cfg: Config, changes: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's existing record, after checking that this lth can continue it with this config."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        record = read_json(path)
+    except ValueError:
+        raise ConfigError(f"{path} is not valid JSON; this run directory is damaged") from None
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(
+            f"{run_dir} was written in outputs format {record.get('format_version')}; "
+            f"this lth reads format {FORMAT_VERSION}"
+        )
+    if record.get("config_hash") != config_hash(cfg) and not changes:
+        raise ConfigError(f"{run_dir}/.hydra/config.yaml no longer matches the config this run was started with")
+    return record
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM (cluster pre-emption) ask the run to stop at the next step, after saving its state.
+
+    A second signal stops at once (KeyboardInterrupt). Handlers can only be set from the main thread; a launcher
+    that runs jobs in worker threads keeps its own handling.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
 
 
 def run_round(
@@ -128,6 +185,7 @@ def run_round(
     rewind_point: dict[str, torch.Tensor],
     groups: list[PruneGroup],
     display: RunDisplay,
+    stop: StopSignals,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     masks = next_masks(model, run_dir, round_index, groups, rewind_point)
@@ -137,9 +195,21 @@ def run_round(
     round_checks = checks.check_start(model, masks, rewind_point)
     checks.require(round_checks, round_index)
 
-    per_epoch = steps_per_epoch(len(dataset.train), cfg.train.batch_size)
-    display.start_round(round_index, density(masks), per_epoch * cfg.train.epochs, per_epoch)
-    result = train(model, masks, dataset, cfg.train, seed=cfg.seed, round_index=round_index, on_progress=display.step)
+    trainer = Trainer(model, masks, dataset, cfg.train, seed=cfg.seed, round_index=round_index)
+    saved = load_state(run_dir, round_index, warn=lambda message: display.console.print(message, soft_wrap=True))
+    if saved is not None:
+        trainer.load_state_dict(saved)
+    every = to_steps(cfg.checkpoint.every, trainer.steps_per_epoch)
+
+    def after_step(trainer: Trainer) -> None:
+        due = every and trainer.step % every == 0 and trainer.step < trainer.total_steps
+        if due or stop.received:
+            save_state(run_dir, round_index, trainer.step, trainer.state_dict(), cfg.checkpoint.keep)
+        if stop.received:
+            raise Interrupted(f"stopped in round {round_index} at step {trainer.step}")
+
+    display.start_round(round_index, density(masks), trainer.total_steps, trainer.steps_per_epoch, trainer.step)
+    result = trainer.run(on_progress=display.step, after_step=after_step)
 
     round_checks |= checks.check_end(model, masks, groups, round_index)
     checks.require(round_checks, round_index)
@@ -153,6 +223,7 @@ def run_round(
         "seconds": time.perf_counter() - started,
     }
     publish_round(run_dir, round_index, {"mask": masks, "start": start_state, "final": model.state_dict()}, metrics)
+    clear_states(run_dir)
     return metrics
 
 
@@ -163,7 +234,7 @@ def next_masks(
     if round_index == 0:
         return dense_masks(model)
     device = str(next(iter(rewind_point.values())).device)
-    previous = round_dir(run_dir, round_index - 1)
+    previous = verify_round(run_dir, round_index - 1)
     return magnitude_prune(
         load_tensors(previous / "final.safetensors", device),
         load_tensors(previous / "mask.safetensors", device),

@@ -14,13 +14,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lth.config import TrainConfig
+from lth.config import DURATION, TrainConfig
 from lth.data import Dataset, Split
 from lth.errors import RunFailed
 from lth.models import prunable_weights
@@ -83,6 +84,15 @@ def steps_per_epoch(train_size: int, batch_size: int) -> int:
     return math.ceil(train_size / batch_size)
 
 
+def to_steps(duration: str, per_epoch: int) -> int:
+    """`500it` (or `500`) → 500 steps; `2ep` → 2 epochs' worth of steps."""
+    match = DURATION.fullmatch(duration)
+    if match is None:
+        raise ValueError(f"not a training duration: {duration!r} (expected e.g. 500it or 2ep)")
+    count = int(match["count"])
+    return count * per_epoch if match["unit"] == "ep" else count
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a split."""
@@ -98,74 +108,111 @@ def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     return loss_sum.item() / len(split), correct.item() / len(split)
 
 
-def train(
-    model: nn.Module,
-    masks: Masks,
-    data: Dataset,
-    cfg: TrainConfig,
-    *,
-    seed: int,
-    round_index: int,
-    on_progress: ProgressCallback | None = None,
-) -> TrainResult:
-    """Train `model` under `masks` for cfg.epochs; evaluate every cfg.eval_every steps and at the end."""
-    started = time.perf_counter()
-    torch.manual_seed(derive_seed(seed, round_index))  # dropout and other in-model randomness, per round
-    optimizer = make_optimizer(model, cfg)
-    masked = [(weight, masks[name].to(weight.dtype)) for name, weight in prunable_weights(model).items()]
-    per_epoch = steps_per_epoch(len(data.train), cfg.batch_size)
-    eval_every = cfg.eval_every or per_epoch
-    total_steps = per_epoch * cfg.epochs
-    history: list[Evaluation] = []
+class Trainer:
+    """One round of training under a fixed mask.
 
-    def record(step: int) -> None:
-        val_loss, val_accuracy = evaluate(model, data.val) if data.val is not None else (None, None)
-        test_loss, test_accuracy = evaluate(model, data.test)
-        history.append(Evaluation(step, val_loss, val_accuracy, test_loss, test_accuracy))
+    Owns the optimiser, the step count and the evaluation history. `state_dict()` holds everything needed to
+    continue the round exactly where it stopped (weights, optimiser moments, step, RNG, history); the data
+    order is recomputed from (seed, round, epoch), and the batches already seen in the current epoch are skipped.
+    """
 
-    model.train()
-    step = 0
-    for epoch in range(cfg.epochs):
-        generator = torch.Generator().manual_seed(derive_seed(seed, round_index, epoch))
-        order = torch.randperm(len(data.train), generator=generator).to(data.train.y.device)
-        loss_sum = torch.zeros((), device=data.train.y.device)
-        correct_sum = torch.zeros((), device=data.train.y.device, dtype=torch.long)
-        seen = 0
-        for batch in order.split(cfg.batch_size):
-            x, y = data.train.x[batch], data.train.y[batch]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            for weight, mask in masked:
-                weight.grad.mul_(mask)
-            optimizer.step()
-            step += 1
-            loss_sum += loss.detach() * len(y)
-            correct_sum += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            if step % eval_every == 0 or step == total_steps:
-                record(step)
-            if on_progress is not None and step % PROGRESS_EVERY == 0:
-                on_progress(step, _finite_mean(loss_sum, seen, round_index, step), correct_sum.item() / seen)
-        epoch_loss = _finite_mean(loss_sum, seen, round_index, step)
-        if on_progress is not None:
-            on_progress(step, epoch_loss, correct_sum.item() / seen)
+    def __init__(
+        self, model: nn.Module, masks: Masks, data: Dataset, cfg: TrainConfig, *, seed: int, round_index: int
+    ) -> None:
+        self.model, self.data, self.cfg = model, data, cfg
+        self.seed, self.round_index = seed, round_index
+        self.optimizer = make_optimizer(model, cfg)
+        self.masked = [(weight, masks[name].to(weight.dtype)) for name, weight in prunable_weights(model).items()]
+        self.steps_per_epoch = steps_per_epoch(len(data.train), cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.step = 0
+        self.seconds = 0.0  # training time summed over every process that worked on this round
+        self.history: list[Evaluation] = []
+        torch.manual_seed(derive_seed(seed, round_index))  # dropout and other in-model randomness, per round
 
-    validated = [e for e in history if e.val_loss is not None]
-    return TrainResult(
-        steps=step,
-        seconds=time.perf_counter() - started,
-        final=history[-1],
-        early_stop=min(validated, key=lambda e: e.val_loss) if validated else None,
-        best_test_accuracy=max(e.test_accuracy for e in history),
-        history=history,
-    )
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and Python values only, so it loads with `torch.load(weights_only=True)`."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "seconds": self.seconds,
+            "history": [asdict(e) for e in self.history],
+            "cpu_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.seconds = state["seconds"]
+        self.history = [Evaluation(**e) for e in state["history"]]
+        torch.set_rng_state(state["cpu_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
-def _finite_mean(loss_sum: Tensor, count: int, round_index: int, step: int) -> float:
-    """The running training loss; a NaN or infinite loss stops the round (the run is marked failed)."""
-    value = loss_sum.item() / count
-    if not math.isfinite(value):
-        raise RunFailed(f"round {round_index}: training loss became {value} by step {step}")
-    return value
+    def run(
+        self, on_progress: ProgressCallback | None = None, after_step: Callable[[Trainer], None] | None = None
+    ) -> TrainResult:
+        """Train from the current step to the end of the round; `after_step` may checkpoint or stop the run."""
+        started = time.perf_counter() - self.seconds
+        model, data, cfg = self.model, self.data, self.cfg
+        eval_every = cfg.eval_every or self.steps_per_epoch
+        device = data.train.y.device
+        model.train()
+        for epoch in range(self.step // self.steps_per_epoch, cfg.epochs):
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.round_index, epoch))
+            order = torch.randperm(len(data.train), generator=generator).to(device)
+            done_in_epoch = self.step - epoch * self.steps_per_epoch
+            loss_sum = torch.zeros((), device=device)
+            correct_sum = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for batch in order.split(cfg.batch_size)[done_in_epoch:]:
+                x, y = data.train.x[batch], data.train.y[batch]
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                self.optimizer.zero_grad(set_to_none=False)
+                loss.backward()
+                for weight, mask in self.masked:
+                    weight.grad.mul_(mask)
+                self.optimizer.step()
+                self.step += 1
+                loss_sum += loss.detach() * len(y)
+                correct_sum += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                if self.step % eval_every == 0 or self.step == self.total_steps:
+                    self._evaluate()
+                if on_progress is not None and self.step % PROGRESS_EVERY == 0:
+                    on_progress(self.step, self._finite_mean(loss_sum, seen), correct_sum.item() / seen)
+                if after_step is not None:
+                    self.seconds = time.perf_counter() - started
+                    after_step(self)
+            epoch_loss = self._finite_mean(loss_sum, seen)
+            if on_progress is not None:
+                on_progress(self.step, epoch_loss, correct_sum.item() / seen)
+
+        self.seconds = time.perf_counter() - started
+        validated = [e for e in self.history if e.val_loss is not None]
+        return TrainResult(
+            steps=self.step,
+            seconds=self.seconds,
+            final=self.history[-1],
+            early_stop=min(validated, key=lambda e: e.val_loss) if validated else None,
+            best_test_accuracy=max(e.test_accuracy for e in self.history),
+            history=self.history,
+        )
+
+    def _evaluate(self) -> None:
+        val_loss, val_accuracy = evaluate(self.model, self.data.val) if self.data.val is not None else (None, None)
+        test_loss, test_accuracy = evaluate(self.model, self.data.test)
+        self.history.append(Evaluation(self.step, val_loss, val_accuracy, test_loss, test_accuracy))
+
+    def _finite_mean(self, loss_sum: Tensor, count: int) -> float:
+        """The running training loss; a NaN or infinite loss stops the round (the run is marked failed)."""
+        value = loss_sum.item() / count
+        if not math.isfinite(value):
+            raise RunFailed(f"round {self.round_index}: training loss became {value} by step {self.step}")
+        return value

@@ -45,7 +45,9 @@ class RunDisplay:
         if self._progress is not None:
             self._progress.stop()
 
-    def start_round(self, round_index: int, density: float, total_steps: int, steps_per_epoch: int) -> None:
+    def start_round(
+        self, round_index: int, density: float, total_steps: int, steps_per_epoch: int, completed: int = 0
+    ) -> None:
         self._steps_per_epoch = steps_per_epoch
         self._epochs = total_steps // steps_per_epoch
         self._round = round_index
@@ -53,7 +55,9 @@ class RunDisplay:
         if self._progress is not None:
             if self._task is not None:
                 self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(self._describe(0), total=total_steps, loss=0.0, accuracy=0.0)
+            self._task = self._progress.add_task(
+                self._describe(completed), total=total_steps, completed=completed, loss=0.0, accuracy=0.0
+            )
 
     def step(self, step: int, loss: float, accuracy: float) -> None:
         if self._progress is not None:

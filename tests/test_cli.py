@@ -182,7 +182,7 @@ def test_resume_of_something_that_is_not_a_run(tmp_path, target, capsys):
     code, _, err = lth_in_process("resume", str(path), capsys=capsys)
     assert code == 2
     assert err.strip().splitlines() == [
-        f"lth: error: {path} is not an lth run directory (it needs run.json and .hydra/config.yaml)"
+        f"lth: error: {path} is not an lth run directory (no run.json in it or below it)"
     ]
 
 

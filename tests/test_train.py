@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lth import data
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.models import build, prunable_weights
 from lth.prune import apply_masks, dense_masks, magnitude_prune, prune_groups
-from lth.train import train
+from lth.train import Trainer
 
 
 def small_setup(seed: int = 0):
@@ -40,19 +39,14 @@ def test_pruned_weights_and_optimizer_state_stay_zero(cfg):
     )
     apply_masks(model, masks)
     before = {n: w.detach().clone() for n, w in prunable_weights(model).items()}
-    optimizers: list[torch.optim.Optimizer] = []
-    # torch's global step hook hands us the optimiser that train() builds, so its state can be inspected.
-    handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: optimizers.append(opt))
-    try:
-        result = train(model, masks, dataset, cfg, seed=0, round_index=2)
-    finally:
-        handle.remove()
+    trainer = Trainer(model, masks, dataset, cfg, seed=0, round_index=2)
+    result = trainer.run()
 
     assert result.steps == 2 * 9  # ceil(350 / 40) per epoch
     for name, weight in prunable_weights(model).items():
         assert bool((weight[~masks[name]] == 0).all()), f"{name}: a pruned weight moved"
         assert not torch.equal(weight[masks[name]], before[name][masks[name]]), f"{name}: survivors did not train"
-        state = optimizers[0].state[weight]
+        state = trainer.optimizer.state[weight]
         assert state, f"{name}: no optimiser state to check"
         for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
             if key in state:
@@ -64,7 +58,7 @@ def test_training_is_deterministic_and_seeded():
     for seed in (0, 0, 1):
         dataset, model = small_setup(seed)
         cfg = TrainConfig(batch_size=40, epochs=1, eval_every=3)
-        train(model, dense_masks(model), dataset, cfg, seed=seed, round_index=0)
+        Trainer(model, dense_masks(model), dataset, cfg, seed=seed, round_index=0).run()
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(results[0], results[1])
     assert not torch.equal(results[0], results[2])
@@ -72,12 +66,40 @@ def test_training_is_deterministic_and_seeded():
 
 def test_early_stopping_bookkeeping():
     dataset, model = small_setup()
-    result = train(
-        model, dense_masks(model), dataset, TrainConfig(batch_size=40, epochs=2, eval_every=4), seed=0, round_index=0
-    )
+    cfg = TrainConfig(batch_size=40, epochs=2, eval_every=4)
+    result = Trainer(model, dense_masks(model), dataset, cfg, seed=0, round_index=0).run()
     steps = [e.step for e in result.history]
     assert steps == [4, 8, 12, 16, 18]  # every 4 steps and at the very end
     best_val = min(result.history, key=lambda e: e.val_loss)
     assert result.early_stop == best_val
     assert result.best_test_accuracy == max(e.test_accuracy for e in result.history)
     assert result.metrics()["early_stop_step"] == best_val.step
+
+
+class StopAt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_step", [1, 7, 9, 13, 18])  # mid-epoch, epoch boundary (9), last step
+def test_a_round_continued_from_its_state_dict_is_bit_identical(stop_step, tmp_path):
+    cfg = TrainConfig(optimizer="adam", batch_size=40, epochs=2, eval_every=4)
+    dataset, model = small_setup()
+    masks = dense_masks(model)
+    reference = Trainer(model, masks, dataset, cfg, seed=0, round_index=1).run()
+    reference_weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def stop(trainer: Trainer) -> None:
+        if trainer.step == stop_step:
+            torch.save(trainer.state_dict(), tmp_path / "state.pt")
+            raise StopAt
+
+    dataset, model = small_setup()
+    with pytest.raises(StopAt):
+        Trainer(model, masks, dataset, cfg, seed=0, round_index=1).run(after_step=stop)
+    torch.manual_seed(12345)  # a fresh process would start with another RNG state
+    _, fresh_model = small_setup(seed=5)
+    resumed = Trainer(fresh_model, masks, dataset, cfg, seed=0, round_index=1)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    result = resumed.run()
+    assert all(torch.equal(fresh_model.state_dict()[k], v) for k, v in reference_weights.items())
+    assert result.history == reference.history and result.steps == reference.steps
