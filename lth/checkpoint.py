@@ -226,6 +226,18 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """run.json, or a ConfigError naming it when it is damaged."""
+    path = run_dir / RUN_FILE
+    try:
+        record = read_json(path)
+    except ValueError:
+        raise ConfigError(f"{path} is not valid JSON; this run directory is damaged") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} is not an lth run record (it holds no JSON object)")
+    return record
+
+
 def update_run_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
     """Merge fields into run.json (created if missing) and stamp the update time."""
     path = run_dir / RUN_FILE

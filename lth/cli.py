@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from lth.errors import ConfigError, LthError
 
@@ -82,8 +83,15 @@ def _validate_jobs(args: list[str]) -> None:
         imp.preflight(config.compose(job))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with lth's error convention: one line, exit code 2 (not usage text plus a message)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def resume(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lth resume",
         description="Continue stopped runs from their newest intact state; extend them with prune.rounds=N.",
     )
@@ -92,7 +100,7 @@ def resume(args: list[str]) -> None:
     parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
     from lth import config, imp
-    from lth.checkpoint import RUN_FILE, read_json
+    from lth.checkpoint import RUN_FILE, read_run_record
     from lth.report import CONFIG_FILE, find_runs
 
     runs = [parsed.path] if (parsed.path / RUN_FILE).is_file() else find_runs(parsed.path)
@@ -109,7 +117,7 @@ def resume(args: list[str]) -> None:
                 f"resume would change {described}; only prune.rounds, ui.* and checkpoint.* may change "
                 "(add --force to change anyway; it is recorded in run.json)"
             )
-        record = read_json(run_dir / RUN_FILE)
+        record = read_run_record(run_dir)
         if record.get("status") == "finished" and not changes and len(runs) > 1:
             print(f"{run_dir}: finished, skipped")
             continue
@@ -120,9 +128,7 @@ def resume(args: list[str]) -> None:
 
 
 def report(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="lth report", description="Per-round results of a run or of all runs under a folder."
-    )
+    parser = _Parser(prog="lth report", description="Per-round results of a run or of all runs under a folder.")
     parser.add_argument("path", type=Path, help="a run directory, or a folder holding runs (e.g. a sweep)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per (run, round)")
     parsed = parser.parse_args(args)

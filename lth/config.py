@@ -20,7 +20,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -30,6 +30,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "sgd")
 SCOPES = ("layerwise", "global")
+GROUPS = ("model", "dataset", "prune", "train")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
 # Keys that may change when a run is resumed: they do not change any result.
 RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.")
@@ -159,13 +160,19 @@ def load_saved(path: Path) -> Config:
 
 def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     """A copy of `cfg` with `key=value` overrides applied (plain keys only: groups cannot change here)."""
-    if not overrides:
-        return cfg
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key in GROUPS:
+            raise ConfigError(
+                f"{override}: config groups ({', '.join(GROUPS)}) cannot change on resume; start a new run"
+            )
     try:
-        changes = OmegaConf.from_dotlist(list(overrides))
-    except (OmegaConfBaseException, ValueError) as error:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:
+        raise ConfigError(_explain(error)) from None
+    except ValueError as error:
         raise ConfigError(f"cannot read overrides {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
-    return from_dictconfig(OmegaConf.merge(OmegaConf.structured(cfg), changes))
+    return from_dictconfig(merged)
 
 
 def save(cfg: Config, path: Path) -> None:
@@ -279,6 +286,9 @@ def _require_choice(key: str, value: str, options: Sequence[str]) -> None:
 
 def _explain(error: Exception) -> str:
     """One line that names the key and what is allowed, from Hydra's and OmegaConf's multi-line errors."""
+    if isinstance(error, OverrideParseException):
+        reason = str(error).splitlines()[0]
+        return f"cannot parse override {error.override!r}: {reason} (Hydra's override grammar: key=value)"
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")
         if group:

@@ -31,7 +31,7 @@ from lth.checkpoint import (
     load_tensors,
     now,
     publish_round,
-    read_json,
+    read_run_record,
     run_lock,
     save_state,
     save_tensors,
@@ -114,10 +114,11 @@ def run(
                     display.finish_round(row)
                     if stop.received and round_index < cfg.prune.rounds:
                         raise Interrupted(f"stopped after round {round_index}")
-            except (Interrupted, KeyboardInterrupt):
+            except (Interrupted, KeyboardInterrupt) as stopped:
                 update_run_record(run_dir, status="interrupted")
                 console.print(
-                    f"interrupted; finished rounds and the training state are kept. Resume: lth resume {run_dir}",
+                    f"interrupted ({stopped or 'at once'}); finished rounds and the training state are kept. "
+                    f"Resume: lth resume {run_dir}",
                     soft_wrap=True,
                 )
                 raise SystemExit(Interrupted.exit_code) from None
@@ -132,13 +133,9 @@ def run(
 
 def _check_record(run_dir: Path, cfg: Config, changes: dict[str, Any] | None) -> dict[str, Any] | None:
     """The run's existing record, after checking that this lth can continue it with this config."""
-    path = run_dir / RUN_FILE
-    if not path.exists():
+    if not (run_dir / RUN_FILE).exists():
         return None
-    try:
-        record = read_json(path)
-    except ValueError:
-        raise ConfigError(f"{path} is not valid JSON; this run directory is damaged") from None
+    record = read_run_record(run_dir)
     if record.get("format_version") != FORMAT_VERSION:
         raise ConfigError(
             f"{run_dir} was written in outputs format {record.get('format_version')}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -75,9 +76,24 @@ def lth_in_process(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return code, captured.out, captured.err
 
 
+def lth_ok(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """`lth_in_process` that must succeed; returns what it printed."""
+    code, out, err = lth_in_process(*args, capsys=capsys)
+    assert code == 0, f"lth {' '.join(args)} exited {code}:\n{out}\n{err}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def finished_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished 2-round synthetic run made by the real command, shared read-only by the whole session."""
+    folder = tmp_path_factory.mktemp("template")
+    lth("run", *FAST, f"hydra.run.dir={folder / 'run'}", cwd=folder)
+    return folder / "run"
+
+
 @pytest.fixture
-def fast_run(tmp_path: Path) -> Path:
-    """A finished 2-round synthetic run; returns its run directory."""
+def fast_run(tmp_path: Path, finished_template: Path) -> Path:
+    """A private copy of the finished 2-round synthetic run; returns its run directory."""
     run_dir = tmp_path / "run"
-    lth("run", *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    shutil.copytree(finished_template, run_dir)
     return run_dir

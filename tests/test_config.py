@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lth.config import SyntheticDatasetConfig, compose, expand_sweep, group_options, leaf_keys
+from lth.config import GROUPS, SyntheticDatasetConfig, compose, expand_sweep, group_options, leaf_keys
 from lth.errors import ConfigError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -45,7 +45,7 @@ def test_every_config_key_and_group_option_is_in_the_readme():
     keys = set(leaf_keys()) | set(leaf_keys(SyntheticDatasetConfig, "dataset."))
     missing = sorted(k for k in keys if f"`{k}`" not in text)
     assert not missing, f"README's config reference lacks {missing}"
-    for group in ("model", "dataset", "prune", "train"):
+    for group in GROUPS:
         for option in group_options(group):
             assert f"`{option}`" in text, f"README does not mention {group}={option}"
 

@@ -1,0 +1,134 @@
+"""The bad-input battery: every mistake gets one line naming the problem, exit code 2, and changes nothing.
+
+Each case runs the real CLI entry point against a small world of paths (an empty folder, a plain file, a
+missing path, corrupt idx files, finished runs damaged in various ways) and checks that no file in that world
+was created, changed or removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import lth, lth_in_process, write_mnist_like
+
+# id: (arguments, fragments the one-line message must contain); {name} is a path in the world below
+CASES: dict[str, tuple[list[str], list[str]]] = {
+    "unknown model": (["run", "model=no_such_model"], ["model=no_such_model", "choose one of: lenet_300_100"]),
+    "unknown dataset": (["run", "dataset=imagenet"], ["dataset=imagenet", "fashion_mnist, mnist, synthetic"]),
+    "unknown prune option": (["run", "prune=oneshot"], ["prune=oneshot", "imp"]),
+    "unknown train option": (["run", "train=resnet"], ["train=resnet", "lenet"]),
+    "rate above one": (["run", "prune.rate=1.5"], ["prune.rate=1.5", "0 <= rate < 1"]),
+    "negative rate": (["run", "prune.rate=-0.1"], ["prune.rate=-0.1", "0 <= rate < 1"]),
+    "rate not a number": (["run", "prune.rate=abc"], ["prune.rate", "abc"]),
+    "output rate of one": (["run", "prune.output_rate=1.0"], ["prune.output_rate=1.0", "or null"]),
+    "negative rounds": (["run", "prune.rounds=-1"], ["prune.rounds=-1", ">= 0"]),
+    "fractional rounds": (["run", "prune.rounds=2.5"], ["prune.rounds", "2.5"]),
+    "unknown scope": (["run", "prune.scope=sideways"], ["prune.scope=sideways", "layerwise, global"]),
+    "zero batch": (["run", "train.batch_size=0"], ["train.batch_size=0", ">= 1"]),
+    "zero epochs": (["run", "train.epochs=0"], ["train.epochs=0", ">= 1"]),
+    "zero learning rate": (["run", "train.lr=0"], ["train.lr=0", "> 0"]),
+    "unknown optimizer": (["run", "train.optimizer=adagrad"], ["train.optimizer=adagrad", "adam, sgd"]),
+    "negative momentum": (["run", "train.momentum=-0.5"], ["train.momentum=-0.5", ">= 0"]),
+    "negative weight decay": (["run", "train.weight_decay=-1"], ["train.weight_decay=-1", ">= 0"]),
+    "negative eval interval": (["run", "train.eval_every=-5"], ["train.eval_every=-5", ">= 0"]),
+    "misspelt key": (["run", "train.epoch=3"], ["train.epoch", "unknown config key", "epochs"]),
+    "unknown top-level key": (["run", "foo=1"], ["foo", "unknown config key", "seed"]),
+    "seed not an int": (["run", "seed=abc"], ["seed", "abc"]),
+    "unknown device": (["run", "device=tpu"], ["device=tpu", "auto, cpu, cuda or cuda:N"]),
+    "negative val size": (["run", "dataset.val_size=-1"], ["dataset.val_size=-1", ">= 0"]),
+    "bad checkpoint interval": (["run", "checkpoint.every=often"], ["checkpoint.every=often", "500it or 1ep"]),
+    "keep no checkpoints": (["run", "checkpoint.keep=0"], ["checkpoint.keep=0", ">= 1"]),
+    "progress not a bool": (["run", "ui.progress=maybe"], ["ui.progress", "maybe"]),
+    "synthetic key on mnist": (["run", "dataset=mnist", "dataset.num_classes=3"], ["dataset.num_classes"]),
+    "val split too large": (
+        ["run", "dataset=synthetic", "dataset.train_size=10", "dataset.val_size=50"],
+        ["dataset.train_size=10", "dataset.val_size"],
+    ),
+    "empty input shape dim": (["run", "dataset=synthetic", "dataset.input_shape=[0,28]"], ["dataset.input_shape"]),
+    "malformed override": (["run", "prune.rate=[0.2"], ["prune.rate=[0.2"]),
+    "bad value in a sweep": (["run", "-m", "prune.rate=0.2,2.0"], ["prune.rate=2.0"]),
+    "data root is empty": (["run", "dataset.root={empty}"], ["dataset.root", "{empty}", "dataset.download=true"]),
+    "data root is a file": (["run", "dataset.root={file}"], ["dataset.root", "{file}"]),
+    "data root is missing": (["run", "dataset=mnist", "dataset.root={missing}"], ["dataset.root", "{missing}"]),
+    "corrupt idx data": (
+        ["run", "dataset=mnist", "dataset.root={corrupt}", "dataset.val_size=10", "ui.progress=false"],
+        ["{corrupt}/train-images-idx3-ubyte", "truncated"],
+    ),
+    "resume a missing path": (["resume", "{missing}"], ["{missing} is not an lth run directory"]),
+    "resume an empty folder": (["resume", "{empty}"], ["{empty} is not an lth run directory"]),
+    "resume a file": (["resume", "{file}"], ["{file} is not an lth run directory"]),
+    "resume with a changed rate": (["resume", "{run}", "prune.rate=0.3"], ["prune.rate (0.2 -> 0.3)", "--force"]),
+    "resume with an unknown key": (["resume", "{run}", "nonsense.key=1"], ["nonsense", "unknown config key"]),
+    "resume with a group change": (["resume", "{run}", "model=vgg16"], ["model=vgg16", "cannot change on resume"]),
+    "resume damaged run.json": (["resume", "{bad_json}"], ["{bad_json}/run.json is not valid JSON"]),
+    "resume another format": (["resume", "{old_format}"], ["outputs format 0", "reads format 1"]),
+    "resume damaged config": (["resume", "{bad_config}"], ["{bad_config}/.hydra/config.yaml is not a readable config"]),
+    "resume a locked run": (["resume", "{locked}"], ["{locked} is in use by pid", "wait for it"]),
+    "resume without a path": (["resume"], ["lth resume", "required: path"]),
+    "resume with an unknown flag": (["resume", "{run}", "--bogus"], ["lth resume", "--bogus"]),
+    "report an empty folder": (["report", "{empty}"], ["{empty} is not an lth run directory"]),
+    "report a missing path": (["report", "{missing}"], ["{missing} is not an lth run directory"]),
+    "report without a path": (["report"], ["lth report", "required: path"]),
+    "unknown command": (["frobnicate"], ["unknown command 'frobnicate'", "run, resume, report"]),
+}
+# Cases that go through Hydra's run (their config is fine; the data is not) run in a subprocess.
+IN_SUBPROCESS = {"corrupt idx data"}
+
+
+@pytest.fixture
+def world(tmp_path: Path, finished_template: Path) -> dict[str, Path]:
+    paths = {
+        name: tmp_path / name
+        for name in ("empty", "file", "missing", "corrupt", "run", "bad_json", "old_format", "bad_config", "locked")
+    }
+    paths["empty"].mkdir()
+    paths["file"].write_text("not a folder\n")
+    write_mnist_like(paths["corrupt"], n_train=60, n_test=20)
+    images = paths["corrupt"] / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    for name in ("run", "bad_json", "old_format", "bad_config", "locked"):
+        shutil.copytree(finished_template, paths[name])
+    (paths["bad_json"] / "run.json").write_text('{"status": "finis')
+    record = json.loads((paths["old_format"] / "run.json").read_text())
+    (paths["old_format"] / "run.json").write_text(json.dumps({**record, "format_version": 0}))
+    (paths["bad_config"] / ".hydra" / "config.yaml").write_text("model: [unclosed\n")
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}
+    (paths["locked"] / ".lock").write_text(json.dumps(owner))
+    return paths
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, world, tmp_path, capsys, monkeypatch):
+    template, fragments = CASES[case]
+    places = {name: str(path) for name, path in world.items()}
+    args = [a.format(**places) for a in template]
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    if case in IN_SUBPROCESS:
+        result = lth(*args, cwd=tmp_path, check=False)
+        code, err = result.returncode, result.stderr
+    else:
+        code, _, err = lth_in_process(*args, capsys=capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lth: error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment.format(**places) in lines[0]
+    assert snapshot(tmp_path) == before, "bad input created, changed or removed files"
+
+
+def test_the_battery_is_at_least_thirty_strong():
+    assert len(CASES) >= 30

@@ -1,0 +1,200 @@
+"""Crash-proof runs: kill -9 at random moments, resume, and get the uninterrupted run bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, lth, lth_in_process, lth_ok
+from safetensors.torch import load_file
+
+from lth.checkpoint import save_state, update_run_record
+
+# 3 rounds of 36 steps each, a state every 5 steps: a kill lands mid-round most of the time.
+KILLABLE = [*FAST, "dataset.train_size=1300", "train.epochs=3", "checkpoint.every=5it", "checkpoint.keep=2"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run, never interrupted."""
+    folder = tmp_path_factory.mktemp("reference")
+    lth("run", *KILLABLE, f"hydra.run.dir={folder / 'run'}", cwd=folder)
+    return folder / "run"
+
+
+def assert_same_results(run_dir: Path, reference: Path) -> None:
+    rounds = sorted(p.name for p in reference.glob("round_*"))
+    assert sorted(p.name for p in run_dir.glob("round_*")) == rounds
+    for name in rounds:
+        for tensors in ("mask", "start", "final"):
+            ours, theirs = (load_file(d / name / f"{tensors}.safetensors") for d in (run_dir, reference))
+            assert ours.keys() == theirs.keys()
+            assert all(torch.equal(ours[k], theirs[k]) for k in theirs), f"{name}/{tensors} differs after resume"
+        ours, theirs = (json.loads((d / name / "metrics.json").read_text()) for d in (run_dir, reference))
+        for timing in ("seconds", "train_seconds"):
+            ours.pop(timing), theirs.pop(timing)
+        assert ours == theirs, f"{name}/metrics.json differs after resume"
+
+
+def kill_after(args: list[str], cwd: Path, seconds: float, signum: int = signal.SIGKILL) -> int:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lth", "run", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signum)
+    return process.wait()
+
+
+def kill_and_resume(tmp_path: Path, reference: Path, delay: float, index: int, capsys) -> str:
+    run_dir = tmp_path / f"killed_{index}"
+    kill_after([*KILLABLE, f"hydra.run.dir={run_dir}"], tmp_path, delay)
+    done = len(list(run_dir.glob("round_*")))
+    states = sorted(p.name for p in (run_dir / "state").glob("*.pt")) if (run_dir / "state").is_dir() else []
+    published = {p: p.read_bytes() for p in run_dir.glob("round_*/*")}
+    if (run_dir / "run.json").exists():
+        lth_ok("resume", str(run_dir), capsys=capsys)
+        assert all(p.read_bytes() == content for p, content in published.items()), "a finished round changed"
+    else:  # killed before the run wrote anything of its own: start it again
+        lth("run", *KILLABLE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert_same_results(run_dir, reference)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert not (run_dir / "state").exists() and not (run_dir / ".lock").exists()
+    return f"killed at {delay:.2f}s: {done} rounds published, states {states}"
+
+
+# Start-up (imports, data) takes ~4-5 s on 2 cores and the 3 rounds about 2 s after that.
+@pytest.mark.parametrize("delay", [5.0, 5.8])
+def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path, reference, delay, capsys):
+    kill_and_resume(tmp_path, reference, delay, 0, capsys)
+
+
+@pytest.mark.slow
+def test_kill_9_at_ten_random_moments(tmp_path, reference, capsys):
+    rng = random.Random(2026)
+    outcomes = [kill_and_resume(tmp_path, reference, rng.uniform(3.5, 7.5), i, capsys) for i in range(10)]
+    with capsys.disabled():
+        print("\n" + "\n".join(outcomes))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "pre-emption"])
+def test_a_signal_mid_round_saves_the_state_and_resume_continues_from_it(tmp_path, reference, signum, capsys):
+    run_dir = tmp_path / "run"
+    args = [*KILLABLE, "checkpoint.every=0", f"hydra.run.dir={run_dir}"]  # only the signal writes a state
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lth", "run", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "round_00").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)  # into round 1
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, out
+    assert f"lth resume {run_dir}" in out
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    stopped_at = re.search(r"stopped in round (\d+) at step (\d+)", out)
+    if stopped_at:  # mid-round: exactly that step's state was written
+        round_index, step = map(int, stopped_at.groups())
+        assert (run_dir / "state" / f"round_{round_index:02d}.step_{step:07d}.pt").is_file()
+    else:  # the signal came between rounds
+        assert re.search(r"stopped after round \d+", out), out
+    lth_ok("resume", str(run_dir), "checkpoint.every=0", capsys=capsys)
+    assert_same_results(run_dir, reference)
+
+
+def test_corrupted_newest_state_falls_back_to_the_previous_one(tmp_path, reference, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    # Make it an interrupted run: drop the last round and plant two states of it, the newer one corrupted.
+    shutil.rmtree(run_dir / "round_02")
+    update_run_record(run_dir, status="interrupted", rounds_finished=2)
+    state = {"model": {}, "optimizer": {}, "step": 0}  # never loaded if checksums work: see below
+    newest = save_state(run_dir, 2, 10, state, keep=2)
+    older = save_state(run_dir, 2, 5, state, keep=2)
+    newest.write_bytes(newest.read_bytes()[:-7])  # truncated
+    older.unlink()  # and the older one lost: the round restarts from its beginning
+    older.with_suffix(".json").unlink()
+    printed = lth_ok("resume", str(run_dir), capsys=capsys)
+    assert f"{newest} is corrupted" in printed.replace("\n", "")
+    assert_same_results(run_dir, reference)
+
+
+def test_resume_extends_a_finished_run_and_refuses_other_changes(fast_run, tmp_path, capsys):
+    before = {p: p.read_bytes() for p in fast_run.glob("round_*/*")}
+    code, _, err = lth_in_process("resume", str(fast_run), "prune.rate=0.3", "train.epochs=2", capsys=capsys)
+    assert code == 2
+    assert err.strip() == (
+        "lth: error: resume would change prune.rate (0.2 -> 0.3), train.epochs (1 -> 2); only prune.rounds, ui.* "
+        "and checkpoint.* may change (add --force to change anyway; it is recorded in run.json)"
+    )
+    lth_ok("resume", str(fast_run), "prune.rounds=4", capsys=capsys)
+    rows = json.loads(lth_ok("report", str(fast_run), "--json", capsys=capsys))
+    assert [r["round"] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(p.read_bytes() == content for p, content in before.items())
+    record = json.loads((fast_run / "run.json").read_text())
+    assert record["events"][-1]["changes"] == {"prune.rounds": [2, 4]}
+    assert "rounds: 4" in (fast_run / ".hydra" / "config.yaml").read_text()
+
+
+def test_forced_change_is_recorded_and_divergence_fails_the_run_keeping_finished_rounds(fast_run, capsys):
+    before = {p: p.read_bytes() for p in fast_run.glob("round_*/*")}
+    code, _, err = lth_in_process("resume", str(fast_run), "prune.rounds=3", "train.lr=1e30", "--force", capsys=capsys)
+    assert code == 1
+    assert err.startswith("lth: error: round 3: training loss became") and len(err.splitlines()) == 1
+    record = json.loads((fast_run / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert record["events"][-1]["changes"] == {"prune.rounds": [2, 3], "train.lr": [0.0012, 1e30]}
+    assert all(p.read_bytes() == content for p, content in before.items())
+    assert not (fast_run / "round_03").exists()
+
+
+def test_resume_of_a_sweep_folder_finishes_the_unfinished_runs(tmp_path, reference, capsys):
+    sweep = tmp_path / "sweep"
+    finished = sweep / "0"
+    shutil.copytree(reference, finished)
+    stopped = sweep / "1"
+    kill_after([*KILLABLE, f"hydra.run.dir={stopped}"], tmp_path, 5.5)
+    untouched = {p: p.stat().st_mtime_ns for p in finished.rglob("*")}
+    printed = lth_ok("resume", str(sweep), capsys=capsys)
+    assert f"{finished}: finished, skipped" in printed
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*")} == untouched
+    assert_same_results(stopped, reference)
+
+
+def test_a_live_lock_keeps_a_second_process_off_and_a_stale_one_is_taken_over(fast_run, tmp_path, capsys):
+    lock = fast_run / ".lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "earlier"}))
+    code, _, err = lth_in_process("resume", str(fast_run), "prune.rounds=3", capsys=capsys)
+    assert code == 2
+    assert f"is in use by pid {os.getpid()} on {socket.gethostname()}" in err
+    assert not (fast_run / "round_03").exists()
+    exited = subprocess.Popen(["true"])
+    exited.wait()  # reaped: its pid belongs to no process now
+    lock.write_text(json.dumps({"pid": exited.pid, "host": socket.gethostname(), "since": "earlier"}))
+    lth_ok("resume", str(fast_run), "prune.rounds=3", capsys=capsys)
+    assert (fast_run / "round_03").is_dir() and not lock.exists()
+
+
+def test_a_corrupted_published_round_is_named(fast_run, tmp_path, capsys):
+    final = fast_run / "round_02" / "final.safetensors"
+    final.write_bytes(final.read_bytes()[:100])
+    code, _, err = lth_in_process("resume", str(fast_run), "prune.rounds=3", capsys=capsys)
+    assert code == 1
+    assert err.strip() == f"lth: error: {final} is missing or corrupted (its SHA-256 does not match checksums.json)"
