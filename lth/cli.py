@@ -99,32 +99,9 @@ def resume(args: list[str]) -> None:
     parser.add_argument("overrides", nargs="*", help="only prune.rounds, ui.* and checkpoint.* (others need --force)")
     parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
-    from lth import config, imp
-    from lth.checkpoint import RUN_FILE, read_run_record
-    from lth.report import CONFIG_FILE, find_runs
+    from lth import imp
 
-    runs = [parsed.path] if (parsed.path / RUN_FILE).is_file() else find_runs(parsed.path)
-    for run_dir in runs:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise ConfigError(f"{run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
-        saved = config.load_saved(run_dir / CONFIG_FILE)
-        cfg = config.with_overrides(saved, parsed.overrides)
-        changes = config.changed_keys(saved, cfg)
-        refused = [key for key in changes if not key.startswith(config.RESUMABLE_KEYS)]
-        if refused and not parsed.force:
-            described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
-            raise ConfigError(
-                f"resume would change {described}; only prune.rounds, ui.* and checkpoint.* may change "
-                "(add --force to change anyway; it is recorded in run.json)"
-            )
-        record = read_run_record(run_dir)
-        if record.get("status") == "finished" and not changes and len(runs) > 1:
-            print(f"{run_dir}: finished, skipped")
-            continue
-        imp.preflight(cfg)
-        if changes:
-            config.save(cfg, run_dir / CONFIG_FILE)
-        imp.run(cfg, run_dir, changes={k: list(v) for k, v in changes.items()} or None)
+    imp.resume(parsed.path, parsed.overrides, force=parsed.force)
 
 
 def report(args: list[str]) -> None:

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from lth import checks, data, models
+from lth import checks, config, data, models
 from lth.checkpoint import (
     FORMAT_VERSION,
     REWIND_FILE,
@@ -51,7 +51,7 @@ from lth.prune import (
     parameter_density,
     prune_groups,
 )
-from lth.report import round_table, run_rows
+from lth.report import CONFIG_FILE, find_runs, round_table, run_rows
 from lth.train import Trainer, to_steps
 from lth.ui import RunDisplay
 
@@ -83,6 +83,8 @@ def run(
     console = console or Console()
     with run_lock(run_dir):
         record = _check_record(run_dir, cfg, changes)
+        if changes:
+            config.save(cfg, run_dir / CONFIG_FILE)
         device = resolve_device(cfg.device)
         dataset = data.load(cfg.dataset, cfg.seed, device)
         torch.manual_seed(cfg.seed)
@@ -129,6 +131,30 @@ def run(
     rows = run_rows(run_dir)
     console.print(round_table(rows, title=f"{cfg.model.name} on {cfg.dataset.name}, seed {cfg.seed}: {run_dir}"))
     return rows
+
+
+def resume(path: Path, overrides: list[str], force: bool = False, console: Console | None = None) -> None:
+    """Continue the run at `path`, or every unfinished run under it (a sweep), applying allowed overrides."""
+    console = console or Console()
+    runs = [path] if (path / RUN_FILE).is_file() else find_runs(path)
+    for run_dir in runs:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise ConfigError(f"{run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
+        saved = config.load_saved(run_dir / CONFIG_FILE)
+        cfg = config.with_overrides(saved, overrides)
+        changes = config.changed_keys(saved, cfg)
+        refused = [key for key in changes if not key.startswith(config.RESUMABLE_KEYS)]
+        if refused and not force:
+            described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
+            raise ConfigError(
+                f"resume would change {described}; only prune.rounds, ui.* and checkpoint.* may change "
+                "(add --force to change anyway; it is recorded in run.json)"
+            )
+        if len(runs) > 1 and not changes and read_run_record(run_dir).get("status") == "finished":
+            console.print(f"{run_dir}: finished, skipped", soft_wrap=True)
+            continue
+        preflight(cfg)
+        run(cfg, run_dir, console, changes={key: list(change) for key, change in changes.items()})
 
 
 def _check_record(run_dir: Path, cfg: Config, changes: dict[str, Any] | None) -> dict[str, Any] | None:

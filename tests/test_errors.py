@@ -69,7 +69,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "resume damaged run.json": (["resume", "{bad_json}"], ["{bad_json}/run.json is not valid JSON"]),
     "resume another format": (["resume", "{old_format}"], ["outputs format 0", "reads format 1"]),
     "resume damaged config": (["resume", "{bad_config}"], ["{bad_config}/.hydra/config.yaml is not a readable config"]),
-    "resume a locked run": (["resume", "{locked}"], ["{locked} is in use by pid", "wait for it"]),
+    "resume a locked run": (["resume", "{locked}", "prune.rounds=5"], ["{locked} is in use by pid", "wait for it"]),
     "resume without a path": (["resume"], ["lth resume", "required: path"]),
     "resume with an unknown flag": (["resume", "{run}", "--bogus"], ["lth resume", "--bogus"]),
     "report an empty folder": (["report", "{empty}"], ["{empty} is not an lth run directory"]),
