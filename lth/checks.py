@@ -2,7 +2,8 @@
 
 The two bugs most often reported against lottery-ticket code are rewinding that silently did not happen and
 masks that leaked (pruned weights drifting back to non-zero). Each round therefore checks, bit for bit:
-at the start, every surviving weight equals its rewind-point value and every pruned weight is zero; at the
+at the start, every surviving weight equals its planned start value (the rewind point, for a ticket) and
+every pruned weight is zero; at the
 end, every pruned weight is still zero and each group's surviving count equals the planned one.
 """
 
@@ -16,14 +17,16 @@ from lth.models import prunable_weights
 from lth.prune import Masks, PruneGroup
 
 
-def check_start(model: nn.Module, masks: Masks, rewind_point: dict[str, Tensor]) -> dict[str, bool]:
+def check_start(model: nn.Module, masks: Masks, start: dict[str, Tensor]) -> dict[str, bool]:
+    """`start` is what the round is meant to start from: the rewind point (the ticket), the previous round's
+    final weights (fine-tuning) or a fresh initialisation (the re-initialisation control)."""
     state = model.state_dict()
     weights = prunable_weights(model)
-    rewound = all(
-        torch.equal(value, torch.where(masks[name], rewind_point[name], 0) if name in masks else rewind_point[name])
+    reset = all(
+        torch.equal(value, torch.where(masks[name], start[name], 0) if name in masks else start[name])
         for name, value in state.items()
     )
-    return {"start_rewound_to_rewind_point": rewound, "start_pruned_are_zero": _pruned_are_zero(weights, masks)}
+    return {"start_survivors_reset_as_planned": reset, "start_pruned_are_zero": _pruned_are_zero(weights, masks)}
 
 
 def check_end(model: nn.Module, masks: Masks, groups: list[PruneGroup], round_index: int) -> dict[str, bool]:

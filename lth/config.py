@@ -31,6 +31,8 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "sgd")
 SCOPES = ("layerwise", "global")
 GROUPS = ("model", "dataset", "prune", "train")
+CRITERIA = ("magnitude", "magnitude_increase", "random")
+RETRAIN = ("rewind", "finetune", "reinit")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
 # Keys that may change when a run is resumed: they do not change any result.
 RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.")
@@ -67,6 +69,8 @@ class PruneConfig:
     output_rate: float | None = None  # rate for the output layer; unset: half of `rate`
     rounds: int = 18  # pruning rounds after the dense round 0
     scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
+    criterion: str = "magnitude"  # magnitude (the ticket) | magnitude_increase | random (the control)
+    retrain: str = "rewind"  # rewind survivors to the rewind point | finetune the trained weights | reinit
 
 
 @dataclass
@@ -250,6 +254,8 @@ def validate(cfg: Config) -> None:
         _require(0 <= rate < 1, "prune.output_rate", rate, "a fraction with 0 <= rate < 1, or null")
     _require(cfg.prune.rounds >= 0, "prune.rounds", cfg.prune.rounds, "an integer >= 0")
     _require_choice("prune.scope", cfg.prune.scope, SCOPES)
+    _require_choice("prune.criterion", cfg.prune.criterion, CRITERIA)
+    _require_choice("prune.retrain", cfg.prune.retrain, RETRAIN)
     _require_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
     _require(cfg.train.lr > 0, "train.lr", cfg.train.lr, "a number > 0")
     _require(cfg.train.momentum >= 0, "train.momentum", cfg.train.momentum, "a number >= 0")

@@ -12,6 +12,7 @@ import platform
 import signal
 import threading
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -44,17 +45,20 @@ from lth.prune import (
     Masks,
     PruneGroup,
     apply_masks,
+    criterion_scores,
     dense_masks,
     density,
     layer_densities,
-    magnitude_prune,
     parameter_density,
+    prune_by_score,
     prune_groups,
 )
 from lth.report import CONFIG_FILE, find_runs, round_table, run_rows
+from lth.seeds import RANDOM_PRUNING, REINIT, derive_seed
 from lth.train import Trainer, to_steps
 from lth.ui import RunDisplay
 
+Weights = dict[str, torch.Tensor]  # a state dict: parameter and buffer name -> tensor
 _PACKAGES = ("lth", "torch", "torchvision", "hydra-core", "omegaconf", "numpy", "safetensors")
 
 
@@ -205,17 +209,22 @@ def run_round(
     round_index: int,
     model: nn.Module,
     dataset: data.Dataset,
-    rewind_point: dict[str, torch.Tensor],
+    rewind_point: Weights,
     groups: list[PruneGroup],
     display: RunDisplay,
     stop: StopSignals,
 ) -> dict[str, Any]:
+    def fresh_model() -> nn.Module:
+        return models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(rewind_point_device)
+
+    rewind_point_device = next(iter(rewind_point.values())).device
     started = time.perf_counter()
-    masks = next_masks(model, run_dir, round_index, groups, rewind_point)
-    model.load_state_dict(rewind_point)
+    masks = next_masks(cfg, model, run_dir, round_index, groups, rewind_point)
+    start = start_weights(cfg, run_dir, round_index, rewind_point, fresh_model)
+    model.load_state_dict(start)
     apply_masks(model, masks)
     start_state = {name: value.clone() for name, value in model.state_dict().items()}
-    round_checks = checks.check_start(model, masks, rewind_point)
+    round_checks = checks.check_start(model, masks, start)
     checks.require(round_checks, round_index)
 
     trainer = Trainer(model, masks, dataset, cfg.train, seed=cfg.seed, round_index=round_index)
@@ -251,19 +260,31 @@ def run_round(
 
 
 def next_masks(
-    model: nn.Module, run_dir: Path, round_index: int, groups: list[PruneGroup], rewind_point: dict[str, torch.Tensor]
+    cfg: Config, model: nn.Module, run_dir: Path, round_index: int, groups: list[PruneGroup], init: Weights
 ) -> Masks:
-    """Round 0 is dense; round r prunes round r-1's survivors by the magnitude of their final weights."""
+    """Round 0 is dense; round r prunes round r-1's survivors by `prune.criterion` on its final weights."""
     if round_index == 0:
         return dense_masks(model)
-    device = str(next(iter(rewind_point.values())).device)
+    device = str(next(iter(init.values())).device)
     previous = verify_round(run_dir, round_index - 1)
-    return magnitude_prune(
-        load_tensors(previous / "final.safetensors", device),
-        load_tensors(previous / "mask.safetensors", device),
-        groups,
-        round_index,
-    )
+    masks = load_tensors(previous / "mask.safetensors", device)
+    final = load_tensors(previous / "final.safetensors", device)
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, RANDOM_PRUNING, round_index))
+    scores = criterion_scores(cfg.prune.criterion, final, init, masks, generator)
+    return prune_by_score(scores, masks, groups, round_index)
+
+
+def start_weights(
+    cfg: Config, run_dir: Path, round_index: int, rewind_point: Weights, fresh_model: Callable[[], nn.Module]
+) -> Weights:
+    """What the survivors are reset to before a round trains (`prune.retrain`); round 0 starts from θ0."""
+    if round_index == 0 or cfg.prune.retrain == "rewind":
+        return rewind_point
+    if cfg.prune.retrain == "finetune":
+        device = str(next(iter(rewind_point.values())).device)
+        return load_tensors(verify_round(run_dir, round_index - 1) / "final.safetensors", device)
+    torch.manual_seed(derive_seed(cfg.seed, REINIT, round_index))  # reinit: a new draw from the init distribution
+    return fresh_model().state_dict()
 
 
 def _versions() -> dict[str, str]:

@@ -1,6 +1,9 @@
-"""Masks and magnitude pruning.
+"""Masks, pruning criteria and pruning.
 
-A mask is a bool tensor per prunable weight (True: the weight survives). Layers are pruned in groups: with
+A mask is a bool tensor per prunable weight (True: the weight survives). A criterion scores every weight
+(higher: more worth keeping): `magnitude` |w_final| (the ticket), `magnitude_increase` |w_final| - |w_init|
+(Zhou et al. 2019), `random` (the random-pruning control: with `scope=layerwise` it removes exactly as many
+weights per layer as the ticket does). Layers are pruned in groups: with
 `scope=layerwise` every layer is its own group; with `scope=global` all hidden layers form one group ranked
 together. The output layer is always a group of its own, at `output_rate`. After round r a group pruned at
 rate p keeps round(n * (1 - p)^r) of its n weights: the count is planned from the round index, not
@@ -49,16 +52,27 @@ def dense_masks(model: nn.Module) -> Masks:
     return {name: torch.ones_like(weight, dtype=torch.bool) for name, weight in prunable_weights(model).items()}
 
 
-def magnitude_prune(weights: dict[str, Tensor], masks: Masks, groups: list[PruneGroup], round_index: int) -> Masks:
-    """Masks for `round_index`: in each group keep the planned number of largest-magnitude survivors."""
+def criterion_scores(
+    criterion: str, final: dict[str, Tensor], init: dict[str, Tensor], masks: Masks, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Score each prunable weight by `criterion` (names as in `masks`); higher scores are kept."""
+    if criterion == "magnitude":
+        return {name: final[name].abs() for name in masks}
+    if criterion == "magnitude_increase":
+        return {name: final[name].abs() - init[name].abs() for name in masks}
+    if criterion == "random":
+        return {name: torch.rand(mask.shape, generator=generator).to(mask.device) for name, mask in masks.items()}
+    raise ValueError(f"unknown pruning criterion {criterion!r}")
+
+
+def prune_by_score(scores: dict[str, Tensor], masks: Masks, groups: list[PruneGroup], round_index: int) -> Masks:
+    """Masks for `round_index`: in each group keep the planned number of highest-scoring survivors."""
     sizes = {name: mask.numel() for name, mask in masks.items()}
     new_masks = dict(masks)
     for group in groups:
-        scores = torch.cat(
-            [torch.where(masks[n], weights[n].abs(), -torch.inf).flatten().float() for n in group.layers]
-        )
-        keep = torch.zeros_like(scores, dtype=torch.bool)
-        keep[torch.topk(scores, group.kept(sizes, round_index), sorted=False).indices] = True
+        ranked = torch.cat([torch.where(masks[n], scores[n].float(), -torch.inf).flatten() for n in group.layers])
+        keep = torch.zeros_like(ranked, dtype=torch.bool)
+        keep[torch.topk(ranked, group.kept(sizes, round_index), sorted=False).indices] = True
         for name, kept in zip(group.layers, keep.split([sizes[n] for n in group.layers]), strict=True):
             new_masks[name] = kept.view_as(masks[name]) & masks[name]
     return new_masks

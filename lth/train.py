@@ -4,7 +4,7 @@ Pruned weights stay exactly zero because their gradients are masked before every
 at zero, their gradient is zero, so SGD's momentum and Adam's moments for them stay zero and so does every
 update (weight decay of a zero weight is zero too). The end-of-round checks in `lth.checks` prove it.
 
-The data order of each epoch is drawn from a generator seeded by (seed, round, epoch), so it can be
+The data order of each epoch is drawn from a generator seeded by (seed, round, epoch) (see lth.seeds), so it can be
 recomputed from the step count alone: a mid-round resume needs no sampler state.
 """
 
@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,6 +25,7 @@ from lth.data import Dataset, Split
 from lth.errors import RunFailed
 from lth.models import prunable_weights
 from lth.prune import Masks
+from lth.seeds import DATA_ORDER, TRAINING, derive_seed
 
 EVAL_BATCH_SIZE = 2048
 PROGRESS_EVERY = 20  # steps between progress callbacks: frequent enough to watch, rare enough to be free
@@ -64,11 +64,6 @@ class TrainResult:
             "early_stop_test_accuracy": self.early_stop.test_accuracy if self.early_stop else None,
             "history": [asdict(e) for e in self.history],
         }
-
-
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers such as (seed, round, epoch)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -128,7 +123,7 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0  # training time summed over every process that worked on this round
         self.history: list[Evaluation] = []
-        torch.manual_seed(derive_seed(seed, round_index))  # dropout and other in-model randomness, per round
+        torch.manual_seed(derive_seed(seed, TRAINING, round_index))  # dropout and other in-model randomness, per round
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors and Python values only, so it loads with `torch.load(weights_only=True)`."""
@@ -164,7 +159,7 @@ class Trainer:
         device = data.train.y.device
         model.train()
         for epoch in range(self.step // self.steps_per_epoch, cfg.epochs):
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.round_index, epoch))
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, DATA_ORDER, self.round_index, epoch))
             order = torch.randperm(len(data.train), generator=generator).to(device)
             done_in_epoch = self.step - epoch * self.steps_per_epoch
             loss_sum = torch.zeros((), device=device)

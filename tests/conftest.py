@@ -97,3 +97,10 @@ def fast_run(tmp_path: Path, finished_template: Path) -> Path:
     run_dir = tmp_path / "run"
     shutil.copytree(finished_template, run_dir)
     return run_dir
+
+
+def prune_by_magnitude(weights, masks, groups, round_index):
+    """The ticket's pruning step: keep the largest |w| (the `magnitude` criterion)."""
+    from lth.prune import prune_by_score
+
+    return prune_by_score({name: weights[name].abs() for name in masks}, masks, groups, round_index)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import prune_by_magnitude
 
 from lth.checks import check_end, check_start, require
 from lth.config import ModelConfig, PruneConfig
 from lth.errors import RunFailed
 from lth.models import build, prunable_weights
-from lth.prune import apply_masks, dense_masks, magnitude_prune, prune_groups
+from lth.prune import apply_masks, dense_masks, prune_groups
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def pruned():
     rewind_point = {name: value.clone() for name, value in model.state_dict().items()}
     groups = prune_groups(model, PruneConfig(rate=0.2))
     weights = {n: w.detach() for n, w in prunable_weights(model).items()}
-    masks = magnitude_prune(weights, dense_masks(model), groups, round_index=1)
+    masks = prune_by_magnitude(weights, dense_masks(model), groups, round_index=1)
     apply_masks(model, masks)
     return model, masks, groups, rewind_point
 
@@ -36,8 +37,8 @@ def test_a_survivor_not_rewound_is_caught(pruned):
     with torch.no_grad():
         model.fc2.weight[masks["fc2.weight"]] += 1e-7  # e.g. rewound to the trained weights by mistake
     checks = check_start(model, masks, rewind_point)
-    assert checks == {"start_rewound_to_rewind_point": False, "start_pruned_are_zero": True}
-    with pytest.raises(RunFailed, match="round 1: invariant check failed: start_rewound_to_rewind_point"):
+    assert checks == {"start_survivors_reset_as_planned": False, "start_pruned_are_zero": True}
+    with pytest.raises(RunFailed, match="round 1: invariant check failed: start_survivors_reset_as_planned"):
         require(checks, 1)
 
 

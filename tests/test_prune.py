@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import prune_by_magnitude
 
 from lth.config import ModelConfig, PruneConfig
 from lth.models import build, output_layer, prunable_weights
@@ -12,7 +13,6 @@ from lth.prune import (
     apply_masks,
     dense_masks,
     density,
-    magnitude_prune,
     parameter_density,
     prune_groups,
 )
@@ -51,7 +51,7 @@ def test_density_follows_the_formula_over_many_rounds(lenet, rate, scope):
     for round_index in range(1, 9):
         # new "trained" weights each round, as IMP sees them
         trained = {n: torch.randn(m.shape, generator=generator) * m for n, m in masks.items()}
-        new = magnitude_prune(trained, masks, groups, round_index)
+        new = prune_by_magnitude(trained, masks, groups, round_index)
         assert all(bool((new[n] <= masks[n]).all()) for n in masks), "a pruned weight came back"
         masks = new
         for group in groups:
@@ -65,7 +65,7 @@ def test_magnitude_pruning_removes_exactly_the_smallest_survivors():
     mask = torch.ones_like(weight, dtype=torch.bool)
     mask[1, 3] = False  # already pruned: its large magnitude must not save it
     group = PruneGroup(("w",), rate=0.5)
-    new = magnitude_prune({"w": weight}, {"w": mask}, [group], round_index=1)["w"]
+    new = prune_by_magnitude({"w": weight}, {"w": mask}, [group], round_index=1)["w"]
     assert int(new.sum()) == 5  # round(10 * 0.5)
     expected = torch.tensor([[True, False, True, True, False], [True, True, False, False, False]])
     assert torch.equal(new, expected)
@@ -74,13 +74,13 @@ def test_magnitude_pruning_removes_exactly_the_smallest_survivors():
 def test_global_pruning_can_prune_layers_unevenly():
     small = {"a": torch.full((10,), 0.01), "b": torch.arange(1.0, 11.0)}
     masks = {n: torch.ones(10, dtype=torch.bool) for n in small}
-    new = magnitude_prune(small, masks, [PruneGroup(("a", "b"), 0.5)], 1)
+    new = prune_by_magnitude(small, masks, [PruneGroup(("a", "b"), 0.5)], 1)
     assert int(new["a"].sum()) == 0 and int(new["b"].sum()) == 10
 
 
 def test_applied_masks_leave_exact_zeroes_and_densities_add_up(lenet):
     groups = prune_groups(lenet, PruneConfig(rate=0.2))
-    masks = magnitude_prune(weights_of(lenet), dense_masks(lenet), groups, 3)
+    masks = prune_by_magnitude(weights_of(lenet), dense_masks(lenet), groups, 3)
     apply_masks(lenet, masks)
     for name, weight in prunable_weights(lenet).items():
         assert bool((weight[~masks[name]] == 0).all())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import prune_by_magnitude
 
 from lth import data
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.models import build, prunable_weights
-from lth.prune import apply_masks, dense_masks, magnitude_prune, prune_groups
+from lth.prune import apply_masks, dense_masks, prune_groups
 from lth.train import Trainer
 
 
@@ -31,7 +32,7 @@ def small_setup(seed: int = 0):
 )
 def test_pruned_weights_and_optimizer_state_stay_zero(cfg):
     dataset, model = small_setup()
-    masks = magnitude_prune(
+    masks = prune_by_magnitude(
         {n: w.detach() for n, w in prunable_weights(model).items()},
         dense_masks(model),
         prune_groups(model, PruneConfig(rate=0.5)),
