@@ -33,6 +33,7 @@ from lth.errors import ConfigError, RunFailed
 FORMAT_VERSION = 1  # of the outputs tree; a run written in another format is not resumed
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+INIT_FILE = "init.safetensors"
 REWIND_FILE = "rewind.safetensors"
 STATE_DIR = "state"
 CHECKSUM_FILE = "checksums.json"

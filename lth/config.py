@@ -71,6 +71,7 @@ class PruneConfig:
     scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
     criterion: str = "magnitude"  # magnitude (the ticket) | magnitude_increase | random (the control)
     retrain: str = "rewind"  # rewind survivors to the rewind point | finetune the trained weights | reinit
+    rewind_to: str = "0"  # the rewind point θk: `0` (initialisation), `500it` (step 500), `2ep` (after 2 epochs)
 
 
 @dataclass
@@ -256,6 +257,8 @@ def validate(cfg: Config) -> None:
     _require_choice("prune.scope", cfg.prune.scope, SCOPES)
     _require_choice("prune.criterion", cfg.prune.criterion, CRITERIA)
     _require_choice("prune.retrain", cfg.prune.retrain, RETRAIN)
+    rewind_ok = DURATION.fullmatch(cfg.prune.rewind_to) is not None
+    _require(rewind_ok, "prune.rewind_to", cfg.prune.rewind_to, "a step or epoch count such as 0, 500it or 2ep")
     _require_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
     _require(cfg.train.lr > 0, "train.lr", cfg.train.lr, "a number > 0")
     _require(cfg.train.momentum >= 0, "train.momentum", cfg.train.momentum, "a number >= 0")

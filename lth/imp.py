@@ -1,8 +1,9 @@
 """The IMP driver: train dense, then round after round prune, rewind the survivors, retrain.
 
-Round 0 trains the dense network from its initialisation θ0 (saved as the rewind point before any step).
-Round r > 0 reads round r-1's final weights and mask from disk, removes the planned fraction of survivors by
-magnitude, resets the survivors to the rewind point and trains again. Reading the previous round back from
+Round 0 trains the dense network from its initialisation θ0 and saves the rewind point θk on the way (k =
+`prune.rewind_to`, 0 by default). Round r > 0 reads round r-1's final weights and mask from disk, removes the
+planned fraction of survivors by `prune.criterion`, resets the survivors (`prune.retrain`: to θk, going on
+from step k) and trains again. Reading the previous round back from
 disk on every round means a resumed run and an uninterrupted one take exactly the same path.
 """
 
@@ -12,7 +13,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from torch import nn
 from lth import checks, config, data, models
 from lth.checkpoint import (
     FORMAT_VERSION,
+    INIT_FILE,
     REWIND_FILE,
     RUN_FILE,
     clear_states,
@@ -55,7 +57,7 @@ from lth.prune import (
 )
 from lth.report import CONFIG_FILE, find_runs, round_table, run_rows
 from lth.seeds import RANDOM_PRUNING, REINIT, derive_seed
-from lth.train import Trainer, to_steps
+from lth.train import Trainer, steps_per_epoch, to_steps
 from lth.ui import RunDisplay
 
 Weights = dict[str, torch.Tensor]  # a state dict: parameter and buffer name -> tensor
@@ -93,11 +95,11 @@ def run(
         dataset = data.load(cfg.dataset, cfg.seed, device)
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
-        rewind_path = run_dir / REWIND_FILE
-        if not rewind_path.exists():
-            save_tensors(rewind_path, model.state_dict())
-        rewind_point = load_tensors(rewind_path, str(device))
-        groups = prune_groups(model, cfg.prune)
+        _check_rewind_point(cfg, dataset)
+        init_path = run_dir / INIT_FILE
+        if not init_path.exists():
+            save_tensors(init_path, model.state_dict())
+        init = load_tensors(init_path, str(device))
 
         first = finished_rounds(run_dir)
         event = {"event": "resumed" if record else "started", "time": now()}
@@ -113,9 +115,10 @@ def run(
             events=[*(record or {}).get("events", []), {**event, **({"changes": changes} if changes else {})}],
         )
         with StopSignals() as stop, RunDisplay(live=cfg.ui.progress, console=console) as display:
+            rounds = Rounds(cfg, run_dir, model, dataset, init, prune_groups(model, cfg.prune), display, stop)
             try:
                 for round_index in range(first, cfg.prune.rounds + 1):
-                    row = run_round(cfg, run_dir, round_index, model, dataset, rewind_point, groups, display, stop)
+                    row = rounds.run_round(round_index)
                     update_run_record(run_dir, rounds_finished=round_index + 1)
                     display.finish_round(row)
                     if stop.received and round_index < cfg.prune.rounds:
@@ -161,6 +164,17 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
         run(cfg, run_dir, console, changes={key: list(change) for key, change in changes.items()})
 
 
+def _check_rewind_point(cfg: Config, dataset: data.Dataset) -> None:
+    """A pruned round rewound to step k trains steps k+1..T, so k must come before the end of round 0."""
+    per_epoch = steps_per_epoch(len(dataset.train), cfg.train.batch_size)
+    total, rewind_step = per_epoch * cfg.train.epochs, to_steps(cfg.prune.rewind_to, per_epoch)
+    if rewind_step >= total:
+        raise ConfigError(
+            f"prune.rewind_to={cfg.prune.rewind_to} is step {rewind_step}, not before the end of a round "
+            f"({total} steps: {cfg.train.epochs} epochs of {per_epoch} steps)"
+        )
+
+
 def _check_record(run_dir: Path, cfg: Config, changes: dict[str, Any] | None) -> dict[str, Any] | None:
     """The run's existing record, after checking that this lth can continue it with this config."""
     if not (run_dir / RUN_FILE).exists():
@@ -203,88 +217,104 @@ class StopSignals:
         self.received = signum
 
 
-def run_round(
-    cfg: Config,
-    run_dir: Path,
-    round_index: int,
-    model: nn.Module,
-    dataset: data.Dataset,
-    rewind_point: Weights,
-    groups: list[PruneGroup],
-    display: RunDisplay,
-    stop: StopSignals,
-) -> dict[str, Any]:
-    def fresh_model() -> nn.Module:
-        return models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(rewind_point_device)
+@dataclass
+class Rounds:
+    """What every round of one run shares; `run_round` does one round: prune, reset, train, check, publish."""
 
-    rewind_point_device = next(iter(rewind_point.values())).device
-    started = time.perf_counter()
-    masks = next_masks(cfg, model, run_dir, round_index, groups, rewind_point)
-    start = start_weights(cfg, run_dir, round_index, rewind_point, fresh_model)
-    model.load_state_dict(start)
-    apply_masks(model, masks)
-    start_state = {name: value.clone() for name, value in model.state_dict().items()}
-    round_checks = checks.check_start(model, masks, start)
-    checks.require(round_checks, round_index)
+    cfg: Config
+    run_dir: Path
+    model: nn.Module
+    dataset: data.Dataset
+    init: Weights  # θ0, the weights before any training
+    groups: list[PruneGroup]
+    display: RunDisplay
+    stop: StopSignals
 
-    trainer = Trainer(model, masks, dataset, cfg.train, seed=cfg.seed, round_index=round_index)
-    saved = load_state(run_dir, round_index, warn=lambda message: display.console.print(message, soft_wrap=True))
-    if saved is not None:
-        trainer.load_state_dict(saved)
-    every = to_steps(cfg.checkpoint.every, trainer.steps_per_epoch)
+    @property
+    def device(self) -> str:
+        return str(next(iter(self.init.values())).device)
 
-    def after_step(trainer: Trainer) -> None:
-        due = every and trainer.step % every == 0 and trainer.step < trainer.total_steps
-        if due or stop.received:
-            save_state(run_dir, round_index, trainer.step, trainer.state_dict(), cfg.checkpoint.keep)
-        if stop.received:
-            raise Interrupted(f"stopped in round {round_index} at step {trainer.step}")
+    def run_round(self, round_index: int) -> dict[str, Any]:
+        cfg, run_dir, model = self.cfg, self.run_dir, self.model
+        started = time.perf_counter()
+        masks = self.next_masks(round_index)
+        start = self.start_weights(round_index)
+        model.load_state_dict(start)
+        apply_masks(model, masks)
+        start_state = {name: value.clone() for name, value in model.state_dict().items()}
+        round_checks = checks.check_start(model, masks, start)
+        checks.require(round_checks, round_index)
 
-    display.start_round(round_index, density(masks), trainer.total_steps, trainer.steps_per_epoch, trainer.step)
-    result = trainer.run(on_progress=display.step, after_step=after_step)
+        trainer = Trainer(model, masks, self.dataset, cfg.train, seed=cfg.seed, round_index=round_index)
+        rewind_step = to_steps(cfg.prune.rewind_to, trainer.steps_per_epoch)
+        saved = load_state(run_dir, round_index, warn=lambda message: self.display.console.print(message))
+        if saved is not None:
+            trainer.load_state_dict(saved)
+        elif round_index > 0 and cfg.prune.retrain == "rewind":
+            trainer.step = rewind_step  # late rewinding: the schedule and data order go on from step k
+        every = to_steps(cfg.checkpoint.every, trainer.steps_per_epoch)
+        if round_index == 0 and rewind_step == 0:
+            self.save_rewind_point()
 
-    round_checks |= checks.check_end(model, masks, groups, round_index)
-    checks.require(round_checks, round_index)
-    metrics = {
-        "round": round_index,
-        "density": density(masks),
-        "param_density": parameter_density(model, masks),
-        "layer_density": layer_densities(masks),
-        **result.metrics(),
-        "checks": round_checks,
-        "seconds": time.perf_counter() - started,
-    }
-    publish_round(run_dir, round_index, {"mask": masks, "start": start_state, "final": model.state_dict()}, metrics)
-    clear_states(run_dir)
-    return metrics
+        def after_step(trainer: Trainer) -> None:
+            if round_index == 0 and trainer.step == rewind_step:
+                self.save_rewind_point()
+            due = every and trainer.step % every == 0 and trainer.step < trainer.total_steps
+            if due or self.stop.received:
+                save_state(run_dir, round_index, trainer.step, trainer.state_dict(), cfg.checkpoint.keep)
+            if self.stop.received:
+                raise Interrupted(f"stopped in round {round_index} at step {trainer.step}")
 
+        self.display.start_round(
+            round_index, density(masks), trainer.total_steps, trainer.steps_per_epoch, trainer.step
+        )
+        result = trainer.run(on_progress=self.display.step, after_step=after_step)
 
-def next_masks(
-    cfg: Config, model: nn.Module, run_dir: Path, round_index: int, groups: list[PruneGroup], init: Weights
-) -> Masks:
-    """Round 0 is dense; round r prunes round r-1's survivors by `prune.criterion` on its final weights."""
-    if round_index == 0:
-        return dense_masks(model)
-    device = str(next(iter(init.values())).device)
-    previous = verify_round(run_dir, round_index - 1)
-    masks = load_tensors(previous / "mask.safetensors", device)
-    final = load_tensors(previous / "final.safetensors", device)
-    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, RANDOM_PRUNING, round_index))
-    scores = criterion_scores(cfg.prune.criterion, final, init, masks, generator)
-    return prune_by_score(scores, masks, groups, round_index)
+        round_checks |= checks.check_end(model, masks, self.groups, round_index)
+        checks.require(round_checks, round_index)
+        metrics = {
+            "round": round_index,
+            "density": density(masks),
+            "param_density": parameter_density(model, masks),
+            "layer_density": layer_densities(masks),
+            **result.metrics(),
+            "checks": round_checks,
+            "seconds": time.perf_counter() - started,
+        }
+        final = model.state_dict()
+        publish_round(run_dir, round_index, {"mask": masks, "start": start_state, "final": final}, metrics)
+        clear_states(run_dir)
+        return metrics
 
+    def next_masks(self, round_index: int) -> Masks:
+        """Round 0 is dense; round r prunes round r-1's survivors by `prune.criterion` on its final weights."""
+        if round_index == 0:
+            return dense_masks(self.model)
+        previous = verify_round(self.run_dir, round_index - 1)
+        masks = load_tensors(previous / "mask.safetensors", self.device)
+        final = load_tensors(previous / "final.safetensors", self.device)
+        generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, RANDOM_PRUNING, round_index))
+        scores = criterion_scores(self.cfg.prune.criterion, final, self.init, masks, generator)
+        return prune_by_score(scores, masks, self.groups, round_index)
 
-def start_weights(
-    cfg: Config, run_dir: Path, round_index: int, rewind_point: Weights, fresh_model: Callable[[], nn.Module]
-) -> Weights:
-    """What the survivors are reset to before a round trains (`prune.retrain`); round 0 starts from θ0."""
-    if round_index == 0 or cfg.prune.retrain == "rewind":
-        return rewind_point
-    if cfg.prune.retrain == "finetune":
-        device = str(next(iter(rewind_point.values())).device)
-        return load_tensors(verify_round(run_dir, round_index - 1) / "final.safetensors", device)
-    torch.manual_seed(derive_seed(cfg.seed, REINIT, round_index))  # reinit: a new draw from the init distribution
-    return fresh_model().state_dict()
+    def start_weights(self, round_index: int) -> Weights:
+        """What the survivors are reset to before a round trains (`prune.retrain`); round 0 starts from θ0."""
+        retrain = self.cfg.prune.retrain
+        if round_index == 0:
+            return self.init
+        if retrain == "rewind":
+            return load_tensors(self.run_dir / REWIND_FILE, self.device)
+        if retrain == "finetune":
+            return load_tensors(verify_round(self.run_dir, round_index - 1) / "final.safetensors", self.device)
+        torch.manual_seed(derive_seed(self.cfg.seed, REINIT, round_index))  # a new draw from the init distribution
+        fresh = models.build(self.cfg.model, self.dataset.input_shape, self.dataset.num_classes)
+        return {name: value.to(self.device) for name, value in fresh.state_dict().items()}
+
+    def save_rewind_point(self) -> None:
+        """θk, saved once during round 0 (k = prune.rewind_to) and never rewritten."""
+        path = self.run_dir / REWIND_FILE
+        if not path.exists():
+            save_tensors(path, self.model.state_dict())
 
 
 def _versions() -> dict[str, str]:

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import lth, lth_in_process, write_mnist_like
+from conftest import FAST, lth, lth_in_process, write_mnist_like
 
 # id: (arguments, fragments the one-line message must contain); {name} is a path in the world below
 CASES: dict[str, tuple[list[str], list[str]]] = {
@@ -51,6 +51,13 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["dataset.train_size=10", "dataset.val_size"],
     ),
     "empty input shape dim": (["run", "dataset=synthetic", "dataset.input_shape=[0,28]"], ["dataset.input_shape"]),
+    "rewind point not a duration": (["run", "prune.rewind_to=soon"], ["prune.rewind_to=soon", "500it or 2ep"]),
+    "rewind point beyond training": (
+        ["run", *FAST, "prune.rewind_to=99ep"],
+        ["prune.rewind_to=99ep", "not before the end"],
+    ),
+    "unknown criterion": (["run", "prune.criterion=snap"], ["prune.criterion=snap", "magnitude_increase, random"]),
+    "unknown retrain mode": (["run", "prune.retrain=again"], ["prune.retrain=again", "rewind, finetune, reinit"]),
     "malformed override": (["run", "prune.rate=[0.2"], ["prune.rate=[0.2"]),
     "bad value in a sweep": (["run", "-m", "prune.rate=0.2,2.0"], ["prune.rate=2.0"]),
     "data root is empty": (["run", "dataset.root={empty}"], ["dataset.root", "{empty}", "dataset.download=true"]),
@@ -78,7 +85,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "unknown command": (["frobnicate"], ["unknown command 'frobnicate'", "run, resume, report"]),
 }
 # Cases that go through Hydra's run (their config is fine; the data is not) run in a subprocess.
-IN_SUBPROCESS = {"corrupt idx data"}
+IN_SUBPROCESS = {"corrupt idx data", "rewind point beyond training"}
 
 
 @pytest.fixture

@@ -79,3 +79,17 @@ def test_finetune_continues_from_the_trained_weights(method_run):
     for name, value in start_1.items():
         expected = torch.where(mask_1[name], final_0[name], 0) if name in mask_1 else final_0[name]
         assert torch.equal(value, expected)
+
+
+def test_late_rewinding_saves_theta_k_in_round_0_and_goes_on_from_step_k(method_run, finished_template):
+    late = method_run("train.epochs=2", "prune.rewind_to=1ep")
+    # θk after epoch 1 of a 2-epoch round is the final state of the 1-epoch template run (same init, same order)
+    rewind, template_final = load_file(late / "rewind.safetensors"), tensors(finished_template, 0, "final")
+    assert all(torch.equal(rewind[n], template_final[n]) for n in template_final)
+    init = load_file(late / "init.safetensors")
+    assert all(torch.equal(init[n], v) for n, v in tensors(late, 0, "start").items())
+    start_1, mask_1 = tensors(late, 1, "start"), tensors(late, 1, "mask")
+    assert all(torch.equal(start_1[n], torch.where(m, rewind[n], 0)) for n, m in mask_1.items())
+    history = [json.loads((late / f"round_{r:02d}" / "metrics.json").read_text())["history"] for r in (0, 1)]
+    assert [e["step"] for e in history[0]] == [5, 10, 15, 20]
+    assert [e["step"] for e in history[1]] == [15, 20], "round 1 should train steps 11-20 only"
