@@ -89,8 +89,6 @@ def run(
     console = console or Console()
     with run_lock(run_dir):
         record = _check_record(run_dir, cfg, changes)
-        if changes:
-            config.save(cfg, run_dir / CONFIG_FILE)
         device = resolve_device(cfg.device)
         dataset = data.load(cfg.dataset, cfg.seed, device)
         torch.manual_seed(cfg.seed)
@@ -100,6 +98,8 @@ def run(
         if not init_path.exists():
             save_tensors(init_path, model.state_dict())
         init = load_tensors(init_path, str(device))
+        if changes:  # only once every check has passed: a refused resume changes nothing
+            config.save(cfg, run_dir / CONFIG_FILE)
 
         first = finished_rounds(run_dir)
         event = {"event": "resumed" if record else "started", "time": now()}
