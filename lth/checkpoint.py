@@ -111,7 +111,9 @@ def verify_round(run_dir: Path, round_index: int) -> Path:
     try:
         expected = read_json(folder / CHECKSUM_FILE)
     except (OSError, ValueError):
-        raise RunFailed(f"{folder / CHECKSUM_FILE} is missing or unreadable; this round cannot be trusted") from None
+        expected = None
+    if not isinstance(expected, dict) or set(expected) != set(ROUND_FILES) - {CHECKSUM_FILE}:
+        raise RunFailed(f"{folder / CHECKSUM_FILE} is missing, unreadable or incomplete; this round cannot be trusted")
     for name, digest in expected.items():
         path = folder / name
         if not path.is_file() or sha256_file(path) != digest:
@@ -149,7 +151,7 @@ def load_state(run_dir: Path, round_index: int, warn: Callable[[str], None]) -> 
         if _sha256(data) != expected:
             warn(f"{path} is corrupted (its SHA-256 does not match {sidecar.name}); trying an older state")
             continue
-        return torch.load(io.BytesIO(data), weights_only=True)
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")  # moved on load_state_dict
     return None
 
 

@@ -63,10 +63,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise ConfigError(f"unknown command {command!r}; choose one of: run, resume, report (lth --help)")
     except LthError as error:
         _fail(error)
+    except KeyboardInterrupt:  # before a run has installed its own handling (imports, config, data)
+        print("lth: interrupted before any round started", file=sys.stderr)
+        sys.exit(130)
 
 
 def run(args: list[str]) -> None:
-    if not (_INFO_FLAGS | _CONFIG_FLAGS).intersection(args):
+    flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}  # --cfg=job counts as --cfg
+    if not (_INFO_FLAGS | _CONFIG_FLAGS).intersection(flags):
         _validate_jobs(args)
     from lth import hydra_app
 

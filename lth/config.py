@@ -175,7 +175,7 @@ def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as error:
         raise ConfigError(_explain(error)) from None
-    except ValueError as error:
+    except (ValueError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read overrides {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
     return from_dictconfig(merged)
 
@@ -220,12 +220,17 @@ def expand_sweep(overrides: Sequence[str]) -> Iterator[list[str]]:
     """The override list of each job of a `-m` sweep (cartesian product, as Hydra's basic sweeper does)."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
+        choices = [
+            [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+            if o.is_sweep_override()
+            else [o.input_line]
+            for o in parsed
+        ]
     except HydraException as error:
-        raise ConfigError(_explain(error)) from None
-    choices = [
-        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
-        for o in parsed
-    ]
+        raise ConfigError(
+            f"cannot check the sweep {' '.join(overrides)} up front: {_explain(error)} "
+            "(lth expands value lists and range(); glob() and interval() need a sweeper plugin)"
+        ) from None
     for combination in itertools.product(*choices):
         yield list(combination)
 
@@ -245,6 +250,7 @@ def validate(cfg: Config) -> None:
     """Check ranges and choices; raise ConfigError naming the key and what is allowed."""
     from lth import data, models  # registries import torch; keep `lth --help` light
 
+    _require(0 <= cfg.seed < 2**63, "seed", cfg.seed, "an integer with 0 <= seed < 2**63")
     _require_choice("model.name", cfg.model.name, models.names())
     _require_choice("dataset.name", cfg.dataset.name, data.names())
     device_ok = cfg.device in DEVICES or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())
@@ -257,8 +263,18 @@ def validate(cfg: Config) -> None:
     _require_choice("prune.scope", cfg.prune.scope, SCOPES)
     _require_choice("prune.criterion", cfg.prune.criterion, CRITERIA)
     _require_choice("prune.retrain", cfg.prune.retrain, RETRAIN)
-    rewind_ok = DURATION.fullmatch(cfg.prune.rewind_to) is not None
-    _require(rewind_ok, "prune.rewind_to", cfg.prune.rewind_to, "a step or epoch count such as 0, 500it or 2ep")
+    rewind = DURATION.fullmatch(cfg.prune.rewind_to)
+    _require(
+        rewind is not None, "prune.rewind_to", cfg.prune.rewind_to, "a step or epoch count such as 0, 500it or 2ep"
+    )
+    if rewind is not None and rewind["unit"] == "ep":  # a step count is checked once the data size is known
+        before_end = int(rewind["count"]) < cfg.train.epochs
+        _require(
+            before_end,
+            "prune.rewind_to",
+            cfg.prune.rewind_to,
+            f"before the end of round 0 (train.epochs={cfg.train.epochs})",
+        )
     _require_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
     _require(cfg.train.lr > 0, "train.lr", cfg.train.lr, "a number > 0")
     _require(cfg.train.momentum >= 0, "train.momentum", cfg.train.momentum, "a number >= 0")

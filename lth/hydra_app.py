@@ -34,6 +34,8 @@ def _discard_if_unused(run_dir: Path) -> None:
     if [p.name for p in run_dir.iterdir()] != [".hydra"]:
         return
     shutil.rmtree(run_dir)
+    if Path.cwd() not in run_dir.parents:  # only folders Hydra made under the working directory go too
+        return
     for parent in run_dir.parents:  # outputs/<date>/ too, when this job made it: rmdir only removes empty ones
         if parent == Path.cwd():
             break

@@ -69,6 +69,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} is not available on this machine (no CUDA device); use device=auto or cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} does not exist; this machine has {torch.cuda.device_count()} CUDA devices")
     return torch.device(name)
 
 
@@ -100,6 +102,8 @@ def run(
         init = load_tensors(init_path, str(device))
         if changes:  # only once every check has passed: a refused resume changes nothing
             config.save(cfg, run_dir / CONFIG_FILE)
+            if any(not key.startswith(config.RESUMABLE_KEYS) for key in changes):
+                clear_states(run_dir)  # a state trained under the old settings must not continue under the new
 
         first = finished_rounds(run_dir)
         event = {"event": "resumed" if record else "started", "time": now()}
@@ -141,27 +145,38 @@ def run(
 
 
 def resume(path: Path, overrides: list[str], force: bool = False, console: Console | None = None) -> None:
-    """Continue the run at `path`, or every unfinished run under it (a sweep), applying allowed overrides."""
+    """Continue the run at `path`, or every unfinished run under it (a sweep), applying allowed overrides.
+
+    Every run is checked before any of them continues, so a refused change or a damaged run stops the whole
+    command before anything is written.
+    """
     console = console or Console()
-    runs = [path] if (path / RUN_FILE).is_file() else find_runs(path)
-    for run_dir in runs:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise ConfigError(f"{run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
-        saved = config.load_saved(run_dir / CONFIG_FILE)
-        cfg = config.with_overrides(saved, overrides)
-        changes = config.changed_keys(saved, cfg)
-        refused = [key for key in changes if not key.startswith(config.RESUMABLE_KEYS)]
-        if refused and not force:
-            described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
-            raise ConfigError(
-                f"resume would change {described}; only prune.rounds, ui.* and checkpoint.* may change "
-                "(add --force to change anyway; it is recorded in run.json)"
-            )
+    runs = find_runs(path)
+    planned = [_plan_resume(run_dir, overrides, force) for run_dir in runs]
+    for run_dir, cfg, changes in planned:
         if len(runs) > 1 and not changes and read_run_record(run_dir).get("status") == "finished":
             console.print(f"{run_dir}: finished, skipped", soft_wrap=True)
             continue
-        preflight(cfg)
-        run(cfg, run_dir, console, changes={key: list(change) for key, change in changes.items()})
+        run(cfg, run_dir, console, changes=changes)
+
+
+def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path, Config, dict[str, Any]]:
+    """The config a run continues with and the keys it changes, after every check that needs no lock."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
+    read_run_record(run_dir)
+    saved = config.load_saved(run_dir / CONFIG_FILE)
+    cfg = config.with_overrides(saved, overrides)
+    changes = config.changed_keys(saved, cfg)
+    refused = [key for key in changes if not key.startswith(config.RESUMABLE_KEYS)]
+    if refused and not force:
+        described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
+        raise ConfigError(
+            f"resume would change {described}; only prune.rounds, ui.* and checkpoint.* may change "
+            "(add --force to change anyway; it is recorded in run.json)"
+        )
+    preflight(cfg)
+    return run_dir, cfg, {key: list(change) for key, change in changes.items()}
 
 
 def _check_rewind_point(cfg: Config, dataset: data.Dataset) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,16 @@ def read_idx(path: Path) -> np.ndarray:
     """Read one idx file (plain or gzipped) into an array of its stored type and shape."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ConfigError(f"{path} is a damaged gzip file ({error}); download it again") from None
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _DTYPES:
         raise ConfigError(f"{path} is not an idx file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ConfigError(f"{path} is truncated inside its header")
     shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
@@ -60,6 +66,8 @@ class IdxDataset:
         else:
             bases = [Path(p).expanduser() for p in [os.environ.get("LTH_DATA")] if p]
             bases.append(SYSTEM_DATA_DIR)
+            if cfg.download:
+                bases.append(download_root(cfg))
         dirs = []
         for base in bases:
             dirs += [base, base / self.system_dir, base / self.torchvision_name / "raw"]
@@ -99,10 +107,17 @@ class IdxDataset:
     def _download(self, cfg: DatasetConfig) -> None:
         import torchvision.datasets
 
-        root = cfg.root or os.environ.get("LTH_DATA") or "data"
         dataset_class = getattr(torchvision.datasets, self.torchvision_name)
-        for train in (True, False):
-            dataset_class(root=root, train=train, download=True)
+        try:
+            for train in (True, False):
+                dataset_class(root=str(download_root(cfg)), train=train, download=True)
+        except (OSError, RuntimeError) as error:
+            raise ConfigError(f"dataset.download: torchvision could not download {self.name}: {error}") from None
+
+
+def download_root(cfg: DatasetConfig) -> Path:
+    """Where `dataset.download=true` puts the files: dataset.root, else $LTH_DATA, else ./data."""
+    return Path(cfg.root or os.environ.get("LTH_DATA") or "data").expanduser()
 
 
 def _with_optional_gz(stem: Path) -> Path | None:
