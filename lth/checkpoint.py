@@ -10,6 +10,7 @@ carries SHA-256 checksums, so a truncated or corrupted file is named instead of 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -17,7 +18,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -171,32 +171,41 @@ def _sha256(data: bytes) -> str:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Keep a second process off a run directory; a lock left by a dead process on this host is taken over."""
+    """Keep a second process off a run directory.
+
+    An exclusive `flock` on `.lock`: the kernel drops it when its process dies, however it dies, so a stale lock
+    can never block a resume and two processes can never both hold it. The file names the holder for the error
+    message.
+    """
     path = run_dir / LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
     while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _lock_owner(path)
-            if owner is None and _age_seconds(path) < 5:  # probably being written by its owner right now
-                time.sleep(0.05)
-                continue
-            if owner is not None and _held_by_live_process(owner):
-                raise ConfigError(
-                    f"{run_dir} is in use by pid {owner['pid']} on {owner['host']} (since {owner['since']}); "
-                    f"wait for it, or stop that process: a lock left by a dead process is taken over"
-                ) from None
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as lock:
-            json.dump(me, lock)
-        break
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            owner = _lock_owner(path) or {"pid": "?", "host": "?", "since": "?"}
+            raise ConfigError(
+                f"{run_dir} is in use by pid {owner['pid']} on {owner['host']} (since {owner['since']}); "
+                "wait for it or stop it"
+            ) from None
+        if _still_at(fd, path):
+            break
+        os.close(fd)  # its previous holder removed the file between our open and our lock: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()}).encode())
     try:
         yield
     finally:
-        if _lock_owner(path) == me:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _lock_owner(path: Path) -> dict[str, Any] | None:
@@ -204,25 +213,6 @@ def _lock_owner(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _age_seconds(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _held_by_live_process(owner: dict[str, Any]) -> bool:
-    if owner.get("host") != socket.gethostname():
-        return True  # cannot see processes on another host: assume it is alive
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def now() -> str:

@@ -152,15 +152,18 @@ def from_dictconfig(composed: DictConfig) -> Config:
     return cfg
 
 
-def load_saved(path: Path) -> Config:
-    """Read a run's `.hydra/config.yaml` back into a validated Config."""
-    try:
-        saved = OmegaConf.load(path)
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path} is not a readable config: {str(error).splitlines()[0]}") from None
-    if not isinstance(saved, DictConfig):
-        raise ConfigError(f"{path} is not a readable config: it holds a list, not a mapping")
-    return from_dictconfig(saved)
+def to_container(cfg: Config) -> dict[str, Any]:
+    """Plain data (for run.json, the authoritative record of a run's config)."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg))
+    assert isinstance(container, dict)
+    return container
+
+
+def from_container(data: Any, source: Path) -> Config:
+    """A validated Config from plain data read from `source` (a run's run.json)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} holds no readable config")
+    return from_dictconfig(OmegaConf.create(data))
 
 
 def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
@@ -180,13 +183,6 @@ def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     return from_dictconfig(merged)
 
 
-def save(cfg: Config, path: Path) -> None:
-    """Write a config where `load_saved` reads it (atomically: it is a run's record)."""
-    from lth.checkpoint import atomic_write
-
-    atomic_write(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode())
-
-
 def flatten(cfg: Config) -> dict[str, Any]:
     """Dotted key → value, e.g. {"prune.rate": 0.2, ...}."""
     flat: dict[str, Any] = {}
@@ -198,7 +194,7 @@ def flatten(cfg: Config) -> dict[str, Any]:
             else:
                 flat[f"{prefix}{key}"] = value
 
-    walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
+    walk(to_container(cfg), "")
     return flat
 
 

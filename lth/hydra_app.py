@@ -19,7 +19,7 @@ def main(composed: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         cfg = config.from_dictconfig(composed)
-        imp.run(cfg, run_dir)
+        imp.run(cfg, run_dir, new_run=True)
     except LthError as error:
         if isinstance(error, ConfigError):
             _discard_if_unused(run_dir)

@@ -55,7 +55,7 @@ from lth.prune import (
     prune_by_score,
     prune_groups,
 )
-from lth.report import CONFIG_FILE, find_runs, round_table, run_rows
+from lth.report import find_runs, round_table, run_rows
 from lth.seeds import RANDOM_PRUNING, REINIT, derive_seed
 from lth.train import Trainer, steps_per_epoch, to_steps
 from lth.ui import RunDisplay
@@ -81,15 +81,22 @@ def preflight(cfg: Config) -> None:
 
 
 def run(
-    cfg: Config, run_dir: Path, console: Console | None = None, changes: dict[str, Any] | None = None
+    cfg: Config,
+    run_dir: Path,
+    console: Console | None = None,
+    changes: dict[str, Any] | None = None,
+    new_run: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or continue) the IMP rounds of `cfg` in `run_dir`; return the rows of all finished rounds.
 
     `changes` are the config keys a resume changed (old, new), recorded in run.json; a run whose results-
     determining config differs from the one it started with is refused unless such changes were allowed.
+    `new_run` (from `lth run`) refuses a directory that already holds a run.
     """
     console = console or Console()
     with run_lock(run_dir):
+        if new_run and (run_dir / RUN_FILE).exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with: lth resume {run_dir}")
         record = _check_record(run_dir, cfg, changes)
         device = resolve_device(cfg.device)
         dataset = data.load(cfg.dataset, cfg.seed, device)
@@ -100,10 +107,8 @@ def run(
         if not init_path.exists():
             save_tensors(init_path, model.state_dict())
         init = load_tensors(init_path, str(device))
-        if changes:  # only once every check has passed: a refused resume changes nothing
-            config.save(cfg, run_dir / CONFIG_FILE)
-            if any(not key.startswith(config.RESUMABLE_KEYS) for key in changes):
-                clear_states(run_dir)  # a state trained under the old settings must not continue under the new
+        if changes and any(not key.startswith(config.RESUMABLE_KEYS) for key in changes):
+            clear_states(run_dir)  # a state trained under the old settings must not continue under the new
 
         first = finished_rounds(run_dir)
         event = {"event": "resumed" if record else "started", "time": now()}
@@ -111,6 +116,7 @@ def run(
             run_dir,
             format_version=FORMAT_VERSION,
             status="running",
+            config=config.to_container(cfg),
             config_hash=config_hash(cfg),
             device=str(device),
             rounds_planned=cfg.prune.rounds + 1,
@@ -162,10 +168,7 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
 
 def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path, Config, dict[str, Any]]:
     """The config a run continues with and the keys it changes, after every check that needs no lock."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir} is not an lth run directory (it needs {RUN_FILE} and {CONFIG_FILE})")
-    read_run_record(run_dir)
-    saved = config.load_saved(run_dir / CONFIG_FILE)
+    saved = config.from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
     cfg = config.with_overrides(saved, overrides)
     changes = config.changed_keys(saved, cfg)
     refused = [key for key in changes if not key.startswith(config.RESUMABLE_KEYS)]
@@ -201,7 +204,7 @@ def _check_record(run_dir: Path, cfg: Config, changes: dict[str, Any] | None) ->
             f"this lth reads format {FORMAT_VERSION}"
         )
     if record.get("config_hash") != config_hash(cfg) and not changes:
-        raise ConfigError(f"{run_dir}/.hydra/config.yaml no longer matches the config this run was started with")
+        raise ConfigError(f"{run_dir / RUN_FILE}: its config no longer matches its config hash; the record was edited")
     return record
 
 

@@ -1,6 +1,6 @@
 """Results of finished rounds: the per-round table and the JSON rows other tools read.
 
-Rows come from the files on disk (round_NN/metrics.json and the run's saved config), so `lth report` shows
+Rows come from the files on disk (round_NN/metrics.json and the config in run.json), so `lth report` shows
 the same numbers for a finished, interrupted or resumed run as the run printed itself.
 """
 
@@ -15,8 +15,6 @@ from rich.table import Table
 from lth.checkpoint import RUN_FILE, read_json, round_dir
 from lth.errors import ConfigError
 
-CONFIG_FILE = Path(".hydra") / "config.yaml"
-
 
 def find_runs(path: Path) -> list[Path]:
     """The run directories at or under `path` (a run, or a folder of runs such as a sweep)."""
@@ -30,9 +28,10 @@ def find_runs(path: Path) -> list[Path]:
 
 def run_rows(run_dir: Path) -> list[dict[str, Any]]:
     """One row per finished round of one run."""
-    from lth.config import load_saved
+    from lth.checkpoint import read_run_record
+    from lth.config import from_container
 
-    cfg = load_saved(run_dir / CONFIG_FILE)
+    cfg = from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
     rows = []
     index = 0
     while (metrics_path := round_dir(run_dir, index) / "metrics.json").is_file():

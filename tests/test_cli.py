@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import lth, lth_ok
+from conftest import FAST, lth, lth_ok
 from safetensors.torch import load_file
 
 from lth.checkpoint import ROUND_FILES
@@ -73,6 +73,14 @@ def test_resume_of_a_finished_run_does_no_work(fast_run, capsys):
     printed = lth_ok("resume", str(fast_run), capsys=capsys)
     assert sorted(p.name for p in fast_run.iterdir()) == before
     assert "round" in printed
+
+
+def test_run_into_a_directory_that_holds_a_run_is_refused(fast_run, tmp_path):
+    before = {p: p.read_bytes() for p in [fast_run / "run.json", *fast_run.glob("round_*/*")]}
+    result = lth("run", *FAST, f"hydra.run.dir={fast_run}", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr == f"lth: error: {fast_run} already holds a run; continue it with: lth resume {fast_run}\n"
+    assert all(p.read_bytes() == content for p, content in before.items())
 
 
 def test_bad_input_from_the_shell_exits_2_without_traceback(tmp_path):

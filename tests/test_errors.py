@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import FAST, lth, lth_in_process, write_mnist_like
+
+from lth.checkpoint import run_lock
 
 # id: (arguments, fragments the one-line message must contain); {name} is a path in the world below
 CASES: dict[str, tuple[list[str], list[str]]] = {
@@ -85,7 +86,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "resume with a group change": (["resume", "{run}", "model=vgg16"], ["model=vgg16", "cannot change on resume"]),
     "resume damaged run.json": (["resume", "{bad_json}"], ["{bad_json}/run.json is not valid JSON"]),
     "resume another format": (["resume", "{old_format}"], ["outputs format 0", "reads format 1"]),
-    "resume damaged config": (["resume", "{bad_config}"], ["{bad_config}/.hydra/config.yaml is not a readable config"]),
+    "resume damaged config": (["resume", "{bad_config}"], ["{bad_config}/run.json holds no readable config"]),
     "resume a locked run": (["resume", "{locked}", "prune.rounds=5"], ["{locked} is in use by pid", "wait for it"]),
     "resume without a path": (["resume"], ["lth resume", "required: path"]),
     "resume with an unknown flag": (["resume", "{run}", "--bogus"], ["lth resume", "--bogus"]),
@@ -99,7 +100,7 @@ IN_SUBPROCESS = {"corrupt idx data", "rewind point beyond training"}
 
 
 @pytest.fixture
-def world(tmp_path: Path, finished_template: Path) -> dict[str, Path]:
+def world(tmp_path: Path, finished_template: Path) -> Iterator[dict[str, Path]]:
     paths = {
         name: tmp_path / name
         for name in ("empty", "file", "missing", "corrupt", "run", "bad_json", "old_format", "bad_config", "locked")
@@ -114,10 +115,9 @@ def world(tmp_path: Path, finished_template: Path) -> dict[str, Path]:
     (paths["bad_json"] / "run.json").write_text('{"status": "finis')
     record = json.loads((paths["old_format"] / "run.json").read_text())
     (paths["old_format"] / "run.json").write_text(json.dumps({**record, "format_version": 0}))
-    (paths["bad_config"] / ".hydra" / "config.yaml").write_text("model: [unclosed\n")
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}
-    (paths["locked"] / ".lock").write_text(json.dumps(owner))
-    return paths
+    (paths["bad_config"] / "run.json").write_text(json.dumps({**record, "format_version": 1, "config": "garbage"}))
+    with run_lock(paths["locked"]):  # held by this test process for the duration of the case
+        yield paths
 
 
 def snapshot(folder: Path) -> dict[str, str]:
