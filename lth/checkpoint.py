@@ -115,10 +115,40 @@ def verify_round(run_dir: Path, round_index: int) -> Path:
     if not isinstance(expected, dict) or set(expected) != set(ROUND_FILES) - {CHECKSUM_FILE}:
         raise RunFailed(f"{folder / CHECKSUM_FILE} is missing, unreadable or incomplete; this round cannot be trusted")
     for name, digest in expected.items():
-        path = folder / name
-        if not path.is_file() or sha256_file(path) != digest:
-            raise RunFailed(f"{path} is missing or corrupted (its SHA-256 does not match {CHECKSUM_FILE})")
+        _require_intact(folder / name, digest)
     return folder
+
+
+def seal_tensors(run_dir: Path, name: str, tensors: dict[str, Tensor]) -> None:
+    """Save a run-level tensor file (θ0, θk) and then record its checksum: until then it does not count."""
+    path = run_dir / name
+    save_tensors(path, tensors)
+    write_json(run_dir / CHECKSUM_FILE, {**_run_checksums(run_dir), name: sha256_file(path)})
+
+
+def is_sealed(run_dir: Path, name: str) -> bool:
+    return name in _run_checksums(run_dir)
+
+
+def load_sealed(run_dir: Path, name: str, device: str) -> dict[str, Tensor]:
+    path = run_dir / name
+    _require_intact(path, _run_checksums(run_dir).get(name))
+    return load_tensors(path, device)
+
+
+def _run_checksums(run_dir: Path) -> dict[str, str]:
+    try:
+        sums = read_json(run_dir / CHECKSUM_FILE)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        raise RunFailed(f"{run_dir / CHECKSUM_FILE} is unreadable; the run's θ0/θk cannot be trusted") from None
+    return sums if isinstance(sums, dict) else {}
+
+
+def _require_intact(path: Path, digest: str | None) -> None:
+    if digest is None or not path.is_file() or sha256_file(path) != digest:
+        raise RunFailed(f"{path} is missing or corrupted (its SHA-256 does not match {CHECKSUM_FILE})")
 
 
 def save_state(run_dir: Path, round_index: int, step: int, state: dict[str, Any], keep: int) -> Path:

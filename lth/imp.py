@@ -30,6 +30,8 @@ from lth.checkpoint import (
     RUN_FILE,
     clear_states,
     finished_rounds,
+    is_sealed,
+    load_sealed,
     load_state,
     load_tensors,
     now,
@@ -37,7 +39,7 @@ from lth.checkpoint import (
     read_run_record,
     run_lock,
     save_state,
-    save_tensors,
+    seal_tensors,
     update_run_record,
     verify_round,
 )
@@ -103,10 +105,9 @@ def run(
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
         _check_rewind_point(cfg, dataset)
-        init_path = run_dir / INIT_FILE
-        if not init_path.exists():
-            save_tensors(init_path, model.state_dict())
-        init = load_tensors(init_path, str(device))
+        if not is_sealed(run_dir, INIT_FILE):
+            seal_tensors(run_dir, INIT_FILE, model.state_dict())
+        init = load_sealed(run_dir, INIT_FILE, str(device))
         if changes and any(not key.startswith(config.RESUMABLE_KEYS) for key in changes):
             clear_states(run_dir)  # a state trained under the old settings must not continue under the new
 
@@ -321,7 +322,7 @@ class Rounds:
         if round_index == 0:
             return self.init
         if retrain == "rewind":
-            return load_tensors(self.run_dir / REWIND_FILE, self.device)
+            return load_sealed(self.run_dir, REWIND_FILE, self.device)
         if retrain == "finetune":
             return load_tensors(verify_round(self.run_dir, round_index - 1) / "final.safetensors", self.device)
         torch.manual_seed(derive_seed(self.cfg.seed, REINIT, round_index))  # a new draw from the init distribution
@@ -330,9 +331,8 @@ class Rounds:
 
     def save_rewind_point(self) -> None:
         """θk, saved once during round 0 (k = prune.rewind_to) and never rewritten."""
-        path = self.run_dir / REWIND_FILE
-        if not path.exists():
-            save_tensors(path, self.model.state_dict())
+        if not is_sealed(self.run_dir, REWIND_FILE):
+            seal_tensors(self.run_dir, REWIND_FILE, self.model.state_dict())
 
 
 def _versions() -> dict[str, str]:

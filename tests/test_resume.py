@@ -209,9 +209,11 @@ def test_a_live_lock_keeps_a_second_process_off_and_a_dead_holders_lock_is_free(
     assert (fast_run / "round_03").is_dir() and not (fast_run / ".lock").exists()
 
 
-def test_a_corrupted_published_round_is_named(fast_run, tmp_path, capsys):
-    final = fast_run / "round_02" / "final.safetensors"
-    final.write_bytes(final.read_bytes()[:100])
+@pytest.mark.parametrize("damaged", ["round_02/final.safetensors", "init.safetensors", "rewind.safetensors"])
+def test_a_corrupted_finished_file_is_named(fast_run, capsys, damaged):
+    path = fast_run / damaged
+    path.write_bytes(path.read_bytes()[:100])
     code, _, err = lth_in_process("resume", str(fast_run), "prune.rounds=3", capsys=capsys)
     assert code == 1
-    assert err.strip() == f"lth: error: {final} is missing or corrupted (its SHA-256 does not match checksums.json)"
+    assert err.strip() == f"lth: error: {path} is missing or corrupted (its SHA-256 does not match checksums.json)"
+    assert not (fast_run / "round_03").exists()
