@@ -75,6 +75,16 @@ def test_resume_of_a_finished_run_does_no_work(fast_run, capsys):
     assert "round" in printed
 
 
+def test_a_sweep_runs_every_job_in_its_own_directory(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    lth("run", "-m", "seed=0,1", *FAST, "prune.rounds=0", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    rows = json.loads(lth_ok("report", str(sweep), "--json", capsys=capsys))
+    assert sorted((r["seed"], r["round"]) for r in rows) == [(0, 0), (1, 0)]
+    inits = [load_file(sweep / job / "init.safetensors")["fc1.weight"] for job in ("0", "1")]
+    assert not torch.equal(*inits), "both jobs ran with the same seed"
+
+
 def test_run_into_a_directory_that_holds_a_run_is_refused(fast_run, tmp_path):
     before = {p: p.read_bytes() for p in [fast_run / "run.json", *fast_run.glob("round_*/*")]}
     result = lth("run", *FAST, f"hydra.run.dir={fast_run}", cwd=tmp_path, check=False)
