@@ -231,17 +231,6 @@ def expand_sweep(overrides: Sequence[str]) -> Iterator[list[str]]:
         yield list(combination)
 
 
-def leaf_keys(schema: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of a schema, e.g. `prune.rate`."""
-    keys = []
-    for name, hint in get_type_hints(schema).items():
-        if is_dataclass(hint):
-            keys.extend(leaf_keys(hint, f"{prefix}{name}."))
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
-
-
 def validate(cfg: Config) -> None:
     """Check ranges and choices; raise ConfigError naming the key and what is allowed."""
     from lth import data, models  # registries import torch; keep `lth --help` light

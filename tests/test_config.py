@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import is_dataclass
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
-from lth.config import GROUPS, SyntheticDatasetConfig, compose, expand_sweep, group_options, leaf_keys
+from lth.config import GROUPS, Config, SyntheticDatasetConfig, compose, expand_sweep, group_options
 from lth.errors import ConfigError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def leaf_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of a schema, e.g. `prune.rate`."""
+    keys = []
+    for name, hint in get_type_hints(schema).items():
+        if is_dataclass(hint):
+            keys.extend(leaf_keys(hint, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 def test_default_is_frankle_and_carbin_lenet_on_fashion_mnist():
