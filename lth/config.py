@@ -198,9 +198,14 @@ def flatten(cfg: Config) -> dict[str, Any]:
     return flat
 
 
+def decides_results(key: str) -> bool:
+    """Whether a dotted config key can change a run's results (RESUMABLE_KEYS cannot)."""
+    return not key.startswith(RESUMABLE_KEYS)
+
+
 def config_hash(cfg: Config) -> str:
-    """A fingerprint of everything that determines a run's results (RESUMABLE_KEYS left out)."""
-    decisive = {k: v for k, v in flatten(cfg).items() if not k.startswith(RESUMABLE_KEYS)}
+    """A fingerprint of everything that determines a run's results."""
+    decisive = {k: v for k, v in flatten(cfg).items() if decides_results(k)}
     return hashlib.sha256(repr(sorted(decisive.items())).encode()).hexdigest()[:16]
 
 

@@ -108,7 +108,7 @@ def run(
         if not is_sealed(run_dir, INIT_FILE):
             seal_tensors(run_dir, INIT_FILE, model.state_dict())
         init = load_sealed(run_dir, INIT_FILE, str(device))
-        if changes and any(not key.startswith(config.RESUMABLE_KEYS) for key in changes):
+        if changes and any(config.decides_results(key) for key in changes):
             clear_states(run_dir)  # a state trained under the old settings must not continue under the new
 
         first = finished_rounds(run_dir)
@@ -172,7 +172,7 @@ def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path
     saved = config.from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
     cfg = config.with_overrides(saved, overrides)
     changes = config.changed_keys(saved, cfg)
-    refused = [key for key in changes if not key.startswith(config.RESUMABLE_KEYS)]
+    refused = [key for key in changes if config.decides_results(key)]
     if refused and not force:
         described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
         raise ConfigError(
