@@ -40,7 +40,9 @@ RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.")
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # key in the model registry (lth/models)
+    name: str = MISSING  # key in lth's model registry (lth/models), or a torchvision constructor (source=torchvision)
+    source: str = "lth"  # lth | torchvision (any torchvision.models classification constructor, weights=None)
+    width: int | None = None  # channels of the first stage (ResNets); unset: the model's published width
 
 
 @dataclass
@@ -49,10 +51,12 @@ class DatasetConfig:
     root: str | None = None  # folder holding the files; unset: $LTH_DATA, then /usr/share/datasets/<name>
     download: bool = False  # let torchvision download the files into root when they are missing
     val_size: int = 5000  # training examples held out (per seed) for early stopping; 0 disables
+    subset: int | None = None  # train on a stratified, seed-fixed subset of N training examples; unset: all
 
 
 @dataclass
 class SyntheticDatasetConfig(DatasetConfig):
+    like: str | None = None  # take the input shape and class count of a real dataset (cifar10, mnist, ...)
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
     num_classes: int = 10
     train_size: int = 2000
