@@ -32,7 +32,8 @@ OPTIMIZERS = ("adam", "sgd")
 SCOPES = ("layerwise", "global")
 GROUPS = ("model", "dataset", "prune", "train")
 CRITERIA = ("magnitude", "magnitude_increase", "random")
-RETRAIN = ("rewind", "finetune", "reinit")
+RETRAIN = ("rewind", "lr_rewind", "finetune", "reinit")
+LR_SCHEDULES = ("constant", "step", "cosine")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
 # Keys that may change when a run is resumed: they do not change any result.
 RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.")
@@ -74,7 +75,7 @@ class PruneConfig:
     rounds: int = 18  # pruning rounds after the dense round 0
     scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
     criterion: str = "magnitude"  # magnitude (the ticket) | magnitude_increase | random (the control)
-    retrain: str = "rewind"  # rewind survivors to the rewind point | finetune the trained weights | reinit
+    retrain: str = "rewind"  # rewind to θk | lr_rewind (Renda et al.) | finetune the trained weights | reinit
     rewind_to: str = "0"  # the rewind point θk: `0` (initialisation), `500it` (step 500), `2ep` (after 2 epochs)
 
 
@@ -82,6 +83,10 @@ class PruneConfig:
 class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1.2e-3
+    lr_schedule: str = "constant"  # constant | step (x gamma at each milestone) | cosine (to 0 at the end)
+    milestones: list[str] = field(default_factory=list)  # step schedule: when to decay, e.g. [80ep, 120ep]
+    gamma: float = 0.1  # step schedule: factor applied at each milestone
+    warmup: str = "0"  # linear warm-up from 0 to lr over this long (`500it`, `1ep`); `0`: none
     momentum: float = 0.0  # sgd only
     weight_decay: float = 0.0
     batch_size: int = 60
@@ -271,6 +276,20 @@ def validate(cfg: Config) -> None:
         )
     _require_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
     _require(cfg.train.lr > 0, "train.lr", cfg.train.lr, "a number > 0")
+    _require_choice("train.lr_schedule", cfg.train.lr_schedule, LR_SCHEDULES)
+    for key, duration in [("train.warmup", cfg.train.warmup)] + [("train.milestones", m) for m in cfg.train.milestones]:
+        match = DURATION.fullmatch(duration)
+        _require(match is not None, key, duration, "a number of steps or epochs such as 500it or 80ep")
+        if match is not None and match["unit"] == "ep":  # a step count is checked once the data size is known
+            _require(
+                int(match["count"]) <= cfg.train.epochs,
+                key,
+                duration,
+                f"within training (train.epochs={cfg.train.epochs})",
+            )
+    _require(cfg.train.gamma > 0, "train.gamma", cfg.train.gamma, "a number > 0")
+    milestones_used = not cfg.train.milestones or cfg.train.lr_schedule == "step"
+    _require(milestones_used, "train.milestones", cfg.train.milestones, "empty unless train.lr_schedule=step")
     _require(cfg.train.momentum >= 0, "train.momentum", cfg.train.momentum, "a number >= 0")
     _require(cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "a number >= 0")
     _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "an integer >= 1")

@@ -59,7 +59,7 @@ from lth.prune import (
 )
 from lth.report import find_runs, round_table, run_rows
 from lth.seeds import RANDOM_PRUNING, REINIT, derive_seed
-from lth.train import Trainer, steps_per_epoch, to_steps
+from lth.train import Trainer, lr_schedule, steps_per_epoch, to_steps
 from lth.ui import RunDisplay
 
 Weights = dict[str, torch.Tensor]  # a state dict: parameter and buffer name -> tensor
@@ -264,13 +264,13 @@ class Rounds:
         round_checks = checks.check_start(model, masks, start)
         checks.require(round_checks, round_index)
 
-        trainer = Trainer(model, masks, self.dataset, cfg.train, seed=cfg.seed, round_index=round_index)
+        trainer = self.trainer(masks, round_index)
         rewind_step = to_steps(cfg.prune.rewind_to, trainer.steps_per_epoch)
         saved = load_state(run_dir, round_index, warn=lambda message: self.display.console.print(message))
         if saved is not None:
             trainer.load_state_dict(saved)
-        elif round_index > 0 and cfg.prune.retrain == "rewind":
-            trainer.step = rewind_step  # late rewinding: the schedule and data order go on from step k
+        elif round_index > 0 and cfg.prune.retrain != "reinit":
+            trainer.step = rewind_step  # retraining goes on from step k: the schedule and data order from there
         every = to_steps(cfg.checkpoint.every, trainer.steps_per_epoch)
         if round_index == 0 and rewind_step == 0:
             self.save_rewind_point()
@@ -305,6 +305,18 @@ class Rounds:
         clear_states(run_dir)
         return metrics
 
+    def trainer(self, masks: Masks, round_index: int) -> Trainer:
+        """Pruned rounds train steps k+1..T; fine-tuning at the schedule's final rate, the others on schedule."""
+        cfg, lr_at = self.cfg, None
+        if round_index > 0 and cfg.prune.retrain == "finetune":
+            per_epoch = steps_per_epoch(len(self.dataset.train), cfg.train.batch_size)
+            final_lr = lr_schedule(cfg.train, per_epoch)(per_epoch * cfg.train.epochs - 1)
+
+            def lr_at(step: int) -> float:
+                return final_lr
+
+        return Trainer(self.model, masks, self.dataset, cfg.train, seed=cfg.seed, round_index=round_index, lr_at=lr_at)
+
     def next_masks(self, round_index: int) -> Masks:
         """Round 0 is dense; round r prunes round r-1's survivors by `prune.criterion` on its final weights."""
         if round_index == 0:
@@ -323,7 +335,7 @@ class Rounds:
             return self.init
         if retrain == "rewind":
             return load_sealed(self.run_dir, REWIND_FILE, self.device)
-        if retrain == "finetune":
+        if retrain in ("finetune", "lr_rewind"):
             return load_tensors(verify_round(self.run_dir, round_index - 1) / "final.safetensors", self.device)
         torch.manual_seed(derive_seed(self.cfg.seed, REINIT, round_index))  # a new draw from the init distribution
         fresh = models.build(self.cfg.model, self.dataset.input_shape, self.dataset.num_classes)

@@ -10,6 +10,7 @@ recomputed from the step count alone: a mid-round resume needs no sampler state.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ class Evaluation:
     val_accuracy: float | None
     test_loss: float
     test_accuracy: float
+    lr: float  # the learning rate of the last step taken
 
 
 @dataclass
@@ -73,6 +75,27 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True
     )
+
+
+LearningRate = Callable[[int], float]  # the learning rate of the step taken from step count `step`
+
+
+def lr_schedule(cfg: TrainConfig, per_epoch: int) -> LearningRate:
+    """`train.lr_schedule` as a function of the step count alone, so a resumed or rewound round replays it."""
+    total = per_epoch * cfg.epochs
+    warmup = to_steps(cfg.warmup, per_epoch)
+    milestones = sorted(to_steps(m, per_epoch) for m in cfg.milestones)
+
+    def at(step: int) -> float:
+        if cfg.lr_schedule == "step":
+            lr = cfg.lr * cfg.gamma ** bisect.bisect_right(milestones, step)
+        elif cfg.lr_schedule == "cosine":
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+        else:
+            lr = cfg.lr
+        return lr * (step + 1) / warmup if step < warmup else lr
+
+    return at
 
 
 def steps_per_epoch(train_size: int, batch_size: int) -> int:
@@ -112,13 +135,23 @@ class Trainer:
     """
 
     def __init__(
-        self, model: nn.Module, masks: Masks, data: Dataset, cfg: TrainConfig, *, seed: int, round_index: int
+        self,
+        model: nn.Module,
+        masks: Masks,
+        data: Dataset,
+        cfg: TrainConfig,
+        *,
+        seed: int,
+        round_index: int,
+        lr_at: LearningRate | None = None,
     ) -> None:
+        """`lr_at` replaces the configured schedule (fine-tuning trains at its final learning rate)."""
         self.model, self.data, self.cfg = model, data, cfg
         self.seed, self.round_index = seed, round_index
         self.optimizer = make_optimizer(model, cfg)
         self.masked = [(weight, masks[name].to(weight.dtype)) for name, weight in prunable_weights(model).items()]
         self.steps_per_epoch = steps_per_epoch(len(data.train), cfg.batch_size)
+        self.lr_at = lr_at or lr_schedule(cfg, self.steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.step = 0
         self.seconds = 0.0  # training time summed over every process that worked on this round
@@ -173,6 +206,9 @@ class Trainer:
                 loss.backward()
                 for weight, mask in self.masked:
                     weight.grad.mul_(mask)
+                lr = self.lr_at(self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
                 self.optimizer.step()
                 self.step += 1
                 loss_sum += loss.detach() * len(y)
@@ -203,7 +239,8 @@ class Trainer:
     def _evaluate(self) -> None:
         val_loss, val_accuracy = evaluate(self.model, self.data.val) if self.data.val is not None else (None, None)
         test_loss, test_accuracy = evaluate(self.model, self.data.test)
-        self.history.append(Evaluation(self.step, val_loss, val_accuracy, test_loss, test_accuracy))
+        lr = self.lr_at(self.step - 1)
+        self.history.append(Evaluation(self.step, val_loss, val_accuracy, test_loss, test_accuracy, lr))
 
     def _finite_mean(self, loss_sum: Tensor, count: int) -> float:
         """The running training loss; a NaN or infinite loss stops the round (the run is marked failed)."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
-from conftest import FAST, lth
+from conftest import FAST, lth_ok
 from safetensors.torch import load_file
 
 from lth.prune import PruneGroup, criterion_scores, prune_by_score
@@ -36,10 +37,10 @@ def test_random_scores_are_seeded_and_keep_the_planned_counts():
 
 
 @pytest.fixture
-def method_run(tmp_path):
+def method_run(tmp_path, capsys):
     def run(*overrides: str):
-        run_dir = tmp_path / "_".join(o.replace("=", "-") for o in overrides)
-        lth("run", *FAST, "prune.rounds=1", *overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        run_dir = tmp_path / re.sub(r"[^\w.-]+", "_", "_".join(overrides))
+        lth_ok("run", *FAST, "prune.rounds=1", *overrides, f"hydra.run.dir={run_dir}", capsys=capsys)
         return run_dir
 
     return run
@@ -93,3 +94,21 @@ def test_late_rewinding_saves_theta_k_in_round_0_and_goes_on_from_step_k(method_
     history = [json.loads((late / f"round_{r:02d}" / "metrics.json").read_text())["history"] for r in (0, 1)]
     assert [e["step"] for e in history[0]] == [5, 10, 15, 20]
     assert [e["step"] for e in history[1]] == [15, 20], "round 1 should train steps 11-20 only"
+
+
+def test_lr_rewind_keeps_the_trained_weights_and_replays_the_schedule_from_step_k(method_run):
+    schedule = ["train.epochs=2", "train.lr_schedule=step", "train.milestones=[1ep]", "prune.rewind_to=4it"]
+    run_dir = method_run("prune.retrain=lr_rewind", *schedule)
+    final_0, start_1, mask_1 = tensors(run_dir, 0, "final"), tensors(run_dir, 1, "start"), tensors(run_dir, 1, "mask")
+    assert all(torch.equal(start_1[n], torch.where(mask_1[n], final_0[n], 0)) for n in mask_1)
+    history = [json.loads((run_dir / f"round_{r:02d}" / "metrics.json").read_text())["history"] for r in (0, 1)]
+    lr_by_step = [{e["step"]: e["lr"] for e in h} for h in history]
+    assert lr_by_step[1] == {step: lr for step, lr in lr_by_step[0].items() if step > 4}, "not the same schedule"
+    assert min(lr_by_step[1]) == 5 and lr_by_step[1][10] == pytest.approx(1.2e-3) and lr_by_step[1][20] < 1.3e-4
+
+
+def test_finetune_trains_at_the_schedules_final_rate(method_run):
+    run_dir = method_run("prune.retrain=finetune", "train.epochs=2", "train.lr_schedule=step", "train.milestones=[1ep]")
+    history = json.loads((run_dir / "round_01" / "metrics.json").read_text())["history"]
+    assert [e["lr"] for e in history] == pytest.approx([1.2e-4] * len(history))
+    assert history[0]["step"] == 5, "fine-tuning trains as long as the ticket does"

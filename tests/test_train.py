@@ -10,7 +10,7 @@ from lth import data
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.models import build, prunable_weights
 from lth.prune import apply_masks, dense_masks, prune_groups
-from lth.train import Trainer
+from lth.train import Trainer, lr_schedule
 
 
 def small_setup(seed: int = 0):
@@ -104,3 +104,34 @@ def test_a_round_continued_from_its_state_dict_is_bit_identical(stop_step, tmp_p
     result = resumed.run()
     assert all(torch.equal(fresh_model.state_dict()[k], v) for k, v in reference_weights.items())
     assert result.history == reference.history and result.steps == reference.steps
+
+
+def test_step_schedule_decays_at_milestones_after_a_linear_warmup():
+    cfg = TrainConfig(lr=0.1, epochs=4, lr_schedule="step", milestones=["2ep", "30it"], gamma=0.1, warmup="5it")
+    lr_at = lr_schedule(cfg, per_epoch=10)
+    assert [round(lr_at(s), 6) for s in (0, 4, 5, 19, 20, 29, 30, 39)] == [
+        0.02,
+        0.1,
+        0.1,
+        0.1,
+        0.01,
+        0.01,
+        0.001,
+        0.001,
+    ]
+
+
+def test_cosine_schedule_starts_at_lr_and_ends_near_zero():
+    lr_at = lr_schedule(TrainConfig(lr=0.1, epochs=1, lr_schedule="cosine"), per_epoch=100)
+    assert lr_at(0) == pytest.approx(0.1) and lr_at(50) == pytest.approx(0.05) and lr_at(99) < 1e-4
+
+
+def test_the_optimizer_takes_each_step_at_the_scheduled_rate():
+    dataset, model = small_setup()
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=40, epochs=2, lr_schedule="step", milestones=["1ep"])
+    trainer = Trainer(model, dense_masks(model), dataset, cfg, seed=0, round_index=0)
+    seen = []
+    trainer.run(after_step=lambda t: seen.append(t.optimizer.param_groups[0]["lr"]))
+    per_epoch = trainer.steps_per_epoch
+    assert seen == pytest.approx([0.1] * per_epoch + [0.01] * per_epoch)
+    assert [e.lr for e in trainer.history] == pytest.approx([0.1, 0.01])
