@@ -29,11 +29,8 @@ def check_start(model: nn.Module, masks: Masks, start: dict[str, Tensor]) -> dic
     return {"start_survivors_reset_as_planned": reset, "start_pruned_are_zero": _pruned_are_zero(weights, masks)}
 
 
-def check_end(model: nn.Module, masks: Masks, groups: list[PruneGroup], round_index: int) -> dict[str, bool]:
-    sizes = {name: mask.numel() for name, mask in masks.items()}
-    planned = all(
-        sum(int(masks[name].sum()) for name in group.layers) == group.kept(sizes, round_index) for group in groups
-    )
+def check_end(model: nn.Module, masks: Masks, groups: list[PruneGroup]) -> dict[str, bool]:
+    planned = all(sum(int(masks[name].sum()) for name in group.layers) == group.kept for group in groups)
     return {"end_pruned_are_zero": _pruned_are_zero(prunable_weights(model), masks), "end_density_as_planned": planned}
 
 

@@ -31,7 +31,10 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "sgd")
 SCOPES = ("layerwise", "global")
 GROUPS = ("model", "dataset", "prune", "train")
-CRITERIA = ("magnitude", "magnitude_increase", "random")
+CRITERIA = ("magnitude", "magnitude_increase", "random", "snip", "grasp", "synflow")
+SCHEDULES = ("iterative", "oneshot")
+DISTRIBUTIONS = ("uniform", "global", "erk")
+CONTROLS = ("none", "shuffle_layer", "invert", "signed_constant")
 RETRAIN = ("rewind", "lr_rewind", "finetune", "reinit")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
@@ -72,11 +75,22 @@ DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {"synthetic": SyntheticDataset
 class PruneConfig:
     rate: float = 0.2  # fraction of surviving prunable weights removed per round
     output_rate: float | None = None  # rate for the output layer; unset: half of `rate`
+    conv_rate: float | None = None  # rate for conv layers (Conv-2/4/6 prune them slower); unset: `rate`
     rounds: int = 18  # pruning rounds after the dense round 0
+    schedule: str = "iterative"  # iterative: prune the last round's survivors | oneshot: prune the dense network
+    target_density: float | None = None  # oneshot: the density of round 1; unset: (1 - rate)^r in round r
     scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
-    criterion: str = "magnitude"  # magnitude (the ticket) | magnitude_increase | random (the control)
+    distribution: str | None = None  # how a density is spread: uniform | global | erk; unset: from `scope`
+    min_layer_density: float | None = None  # floor for layers ranked together; unset: 1 weight per unit; 0: none
+    ignore: list[str] = field(default_factory=list)  # glob patterns of prunable weights never pruned
+    criterion: str = "magnitude"  # magnitude (the ticket) | magnitude_increase | random | snip | grasp | synflow
+    score_examples_per_class: int = 10  # snip and grasp: training examples per class they score on
+    synflow_iterations: int = 100  # synflow: prune-and-rescore steps per round (Tanaka et al. 2020)
     retrain: str = "rewind"  # rewind to θk | lr_rewind (Renda et al.) | finetune the trained weights | reinit
     rewind_to: str = "0"  # the rewind point θk: `0` (initialisation), `500it` (step 500), `2ep` (after 2 epochs)
+    control: str = "none"  # Zhou et al. 2019: shuffle_layer | invert (keep the lowest scores) | signed_constant
+    masks_from: str | None = None  # a run directory whose masks this run trains with (controls, transfer)
+    masks_round: int | None = None  # with masks_from: use this round's mask in every pruned round
 
 
 @dataclass
@@ -262,6 +276,7 @@ def validate(cfg: Config) -> None:
     _require_choice("prune.scope", cfg.prune.scope, SCOPES)
     _require_choice("prune.criterion", cfg.prune.criterion, CRITERIA)
     _require_choice("prune.retrain", cfg.prune.retrain, RETRAIN)
+    _validate_pruning_plan(cfg.prune)
     rewind = DURATION.fullmatch(cfg.prune.rewind_to)
     _require(
         rewind is not None, "prune.rewind_to", cfg.prune.rewind_to, "a step or epoch count such as 0, 500it or 2ep"
@@ -311,6 +326,47 @@ def validate(cfg: Config) -> None:
         train_ok = synthetic.train_size > synthetic.val_size
         _require(train_ok, "dataset.train_size", synthetic.train_size, "an integer > dataset.val_size")
         _require(synthetic.test_size >= 1, "dataset.test_size", synthetic.test_size, "an integer >= 1")
+
+
+def _validate_pruning_plan(prune: PruneConfig) -> None:
+    if prune.conv_rate is not None:
+        _require(0 <= prune.conv_rate < 1, "prune.conv_rate", prune.conv_rate, "a fraction with 0 <= rate < 1, or null")
+    _require_choice("prune.schedule", prune.schedule, SCHEDULES)
+    oneshot = prune.schedule == "oneshot"
+    if prune.target_density is not None:
+        target = prune.target_density
+        _require(0 < target <= 1, "prune.target_density", target, "a density with 0 < density <= 1, or null")
+        _require(oneshot, "prune.target_density", target, "null unless prune.schedule=oneshot")
+        _require(prune.rounds == 1, "prune.rounds", prune.rounds, "1 when prune.target_density is set")
+    if oneshot:
+        for key in ("output_rate", "conv_rate"):
+            value = getattr(prune, key)
+            _require(value is None, f"prune.{key}", value, "null with prune.schedule=oneshot (one density for all)")
+    if prune.distribution is not None:
+        _require_choice("prune.distribution", prune.distribution, DISTRIBUTIONS)
+        consistent = prune.scope != "global" or prune.distribution == "global"
+        _require(consistent, "prune.distribution", prune.distribution, "global or null with prune.scope=global")
+    if prune.min_layer_density is not None:
+        floor = prune.min_layer_density
+        _require(0 <= floor <= 1, "prune.min_layer_density", floor, "a fraction in [0, 1], or null")
+    _require_choice("prune.control", prune.control, CONTROLS)
+    positive = [
+        ("score_examples_per_class", prune.score_examples_per_class),
+        ("synflow_iterations", prune.synflow_iterations),
+    ]
+    for key, value in positive:
+        _require(value >= 1, f"prune.{key}", value, "an integer >= 1")
+    if prune.masks_from is None:
+        _require(
+            prune.masks_round is None, "prune.masks_round", prune.masks_round, "null unless prune.masks_from is set"
+        )
+        return
+    copied = "magnitude (a mask taken from prune.masks_from is not scored)"
+    _require(prune.criterion == "magnitude", "prune.criterion", prune.criterion, copied)
+    _require(prune.control != "invert", "prune.control", prune.control, "not invert with prune.masks_from (no scores)")
+    _require(not oneshot, "prune.schedule", prune.schedule, "iterative with prune.masks_from")
+    if prune.masks_round is not None:
+        _require(prune.masks_round >= 0, "prune.masks_round", prune.masks_round, "an integer >= 0, or null")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -9,6 +9,7 @@ disk on every round means a resumed run and an uninterrupted one take exactly th
 
 from __future__ import annotations
 
+import fnmatch
 import platform
 import signal
 import threading
@@ -44,21 +45,23 @@ from lth.checkpoint import (
     verify_round,
 )
 from lth.config import Config, config_hash
+from lth.criteria import Scoring, shuffle_within_layers, signed_constant
 from lth.errors import ConfigError, Interrupted, RunFailed
+from lth.models import output_layer, prunable_weights
 from lth.prune import (
     Masks,
     PruneGroup,
     apply_masks,
-    criterion_scores,
+    collapsed_layers,
     dense_masks,
     density,
     layer_densities,
     parameter_density,
-    prune_by_score,
-    prune_groups,
+    plan_round,
+    remaining_parameters,
 )
 from lth.report import find_runs, round_table, run_rows
-from lth.seeds import RANDOM_PRUNING, REINIT, derive_seed
+from lth.seeds import RANDOM_PRUNING, REINIT, SHUFFLE, derive_seed
 from lth.train import Trainer, lr_schedule, steps_per_epoch, to_steps
 from lth.ui import RunDisplay
 
@@ -80,6 +83,50 @@ def preflight(cfg: Config) -> None:
     """Environment checks that must pass before a run directory is created."""
     resolve_device(cfg.device)
     data.check(cfg.dataset)
+    if cfg.prune.masks_from is not None:
+        _check_masks_source(cfg)
+
+
+def _check_masks_source(cfg: Config) -> None:
+    """`prune.masks_from` is a run that has finished every round whose mask this run will take."""
+    prune = cfg.prune
+    source = Path(prune.masks_from)
+    key = f"prune.masks_from={source}"
+    if not (source / RUN_FILE).is_file():
+        raise ConfigError(f"{key} is not an lth run directory (no {RUN_FILE} in it)")
+    needed = prune.rounds if prune.masks_round is None else prune.masks_round
+    finished = finished_rounds(source)
+    if needed >= finished:
+        what = f"round {needed}" if prune.masks_round is not None else f"rounds 1..{needed} (prune.rounds={needed})"
+        raise ConfigError(f"{key} has rounds 0..{finished - 1} finished; this run needs the masks of {what}")
+
+
+def _check_pruning_targets(cfg: Config, model: nn.Module) -> None:
+    """Every `prune.ignore` pattern names a layer, and borrowed masks fit the model, before round 0 trains."""
+    names = list(prunable_weights(model))
+    for pattern in cfg.prune.ignore:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ConfigError(
+                f"prune.ignore pattern {pattern!r} matches no prunable weight of model={cfg.model.name}; "
+                f"its prunable weights: {', '.join(names)}"
+            )
+    if cfg.prune.masks_from is None:
+        return
+    source = Path(cfg.prune.masks_from)
+    rounds = [cfg.prune.masks_round] if cfg.prune.masks_round is not None else range(1, cfg.prune.rounds + 1)
+    expected = {name: tuple(weight.shape) for name, weight in prunable_weights(model).items()}
+    for round_index in rounds:
+        masks = load_tensors(verify_round(source, round_index) / "mask.safetensors", "cpu")
+        found = {name: tuple(mask.shape) for name, mask in masks.items()}
+        if found != expected:
+            differ = next(
+                name for name in sorted(expected.keys() | found.keys()) if found.get(name) != expected.get(name)
+            )
+            raise ConfigError(
+                f"prune.masks_from={source}: its round {round_index} masks do not fit model={cfg.model.name} on "
+                f"dataset={cfg.dataset.name}: {differ} is {found.get(differ, 'missing')} there, "
+                f"{expected.get(differ, 'absent')} here"
+            )
 
 
 def run(
@@ -105,6 +152,7 @@ def run(
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
         _check_rewind_point(cfg, dataset)
+        _check_pruning_targets(cfg, model)
         if not is_sealed(run_dir, INIT_FILE):
             seal_tensors(run_dir, INIT_FILE, model.state_dict())
         init = load_sealed(run_dir, INIT_FILE, str(device))
@@ -126,7 +174,7 @@ def run(
             events=[*(record or {}).get("events", []), {**event, **({"changes": changes} if changes else {})}],
         )
         with StopSignals() as stop, RunDisplay(live=cfg.ui.progress, console=console) as display:
-            rounds = Rounds(cfg, run_dir, model, dataset, init, prune_groups(model, cfg.prune), display, stop)
+            rounds = Rounds(cfg, run_dir, model, dataset, init, display, stop)
             try:
                 for round_index in range(first, cfg.prune.rounds + 1):
                     row = rounds.run_round(round_index)
@@ -245,7 +293,6 @@ class Rounds:
     model: nn.Module
     dataset: data.Dataset
     init: Weights  # θ0, the weights before any training
-    groups: list[PruneGroup]
     display: RunDisplay
     stop: StopSignals
 
@@ -256,8 +303,8 @@ class Rounds:
     def run_round(self, round_index: int) -> dict[str, Any]:
         cfg, run_dir, model = self.cfg, self.run_dir, self.model
         started = time.perf_counter()
-        masks = self.next_masks(round_index)
         start = self.start_weights(round_index)
+        masks, groups = self.next_masks(round_index, start)
         model.load_state_dict(start)
         apply_masks(model, masks)
         start_state = {name: value.clone() for name, value in model.state_dict().items()}
@@ -289,13 +336,16 @@ class Rounds:
         )
         result = trainer.run(on_progress=self.display.step, after_step=after_step)
 
-        round_checks |= checks.check_end(model, masks, self.groups, round_index)
+        round_checks |= checks.check_end(model, masks, groups)
         checks.require(round_checks, round_index)
         metrics = {
             "round": round_index,
             "density": density(masks),
             "param_density": parameter_density(model, masks),
+            "remaining_weights": sum(int(mask.sum()) for mask in masks.values()),
+            "remaining_parameters": remaining_parameters(model, masks),
             "layer_density": layer_densities(masks),
+            "collapsed_layers": collapsed_layers(masks),
             **result.metrics(),
             "checks": round_checks,
             "seconds": time.perf_counter() - started,
@@ -317,22 +367,49 @@ class Rounds:
 
         return Trainer(self.model, masks, self.dataset, cfg.train, seed=cfg.seed, round_index=round_index, lr_at=lr_at)
 
-    def next_masks(self, round_index: int) -> Masks:
-        """Round 0 is dense; round r prunes round r-1's survivors by `prune.criterion` on its final weights."""
+    def next_masks(self, round_index: int, start: Weights) -> tuple[Masks, list[PruneGroup]]:
+        """Round r's masks and the groups they were planned in: round 0 is dense; round r prunes by
+        `prune.criterion` from round r-1 (from round 0 when one-shot), or takes the masks of `prune.masks_from`;
+        `prune.control` then alters them."""
+        prune = self.cfg.prune
+        output = output_layer(self.model)
         if round_index == 0:
-            return dense_masks(self.model)
-        previous = verify_round(self.run_dir, round_index - 1)
-        masks = load_tensors(previous / "mask.safetensors", self.device)
-        final = load_tensors(previous / "final.safetensors", self.device)
+            masks = dense_masks(self.model)
+            return masks, plan_round(masks, output, prune, 0)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, RANDOM_PRUNING, round_index))
-        scores = criterion_scores(self.cfg.prune.criterion, final, self.init, masks, generator)
-        return prune_by_score(scores, masks, self.groups, round_index)
+        if prune.masks_from is not None:
+            masks = self.borrowed_masks(round_index)
+            groups = [PruneGroup((name,), int(mask.sum())) for name, mask in masks.items()]
+        else:
+            source = verify_round(self.run_dir, 0 if prune.schedule == "oneshot" else round_index - 1)
+            final = load_tensors(source / "final.safetensors", self.device)
+            previous = load_tensors(source / "mask.safetensors", self.device)
+            groups = plan_round(previous, output, prune, round_index)
+            scoring = Scoring(prune, self.model, previous, final, self.init, start, self.dataset, generator)
+            masks = scoring.prune(groups, invert=prune.control == "invert")
+        if prune.control == "shuffle_layer":
+            shuffler = torch.Generator().manual_seed(derive_seed(self.cfg.seed, SHUFFLE, round_index))
+            masks = shuffle_within_layers(masks, shuffler)
+        return masks, groups
+
+    def borrowed_masks(self, round_index: int) -> Masks:
+        """The mask of round r (or of `prune.masks_round`) of the run `prune.masks_from` (checked up front)."""
+        prune = self.cfg.prune
+        source_round = round_index if prune.masks_round is None else prune.masks_round
+        return load_tensors(verify_round(Path(prune.masks_from), source_round) / "mask.safetensors", self.device)
 
     def start_weights(self, round_index: int) -> Weights:
-        """What the survivors are reset to before a round trains (`prune.retrain`); round 0 starts from θ0."""
-        retrain = self.cfg.prune.retrain
+        """What the survivors are reset to before a round trains (`prune.retrain`, then `prune.control`);
+        round 0 starts from θ0."""
         if round_index == 0:
             return self.init
+        start = self.reset_weights(round_index)
+        if self.cfg.prune.control == "signed_constant":
+            start = signed_constant(start, self.init, list(prunable_weights(self.model)))
+        return start
+
+    def reset_weights(self, round_index: int) -> Weights:
+        retrain = self.cfg.prune.retrain
         if retrain == "rewind":
             return load_sealed(self.run_dir, REWIND_FILE, self.device)
         if retrain in ("finetune", "lr_rewind"):

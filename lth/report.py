@@ -59,7 +59,11 @@ def round_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     for header in ("round", "density", "params", "test acc", "best acc", "early-stop step", "time"):
         table.add_column(header, justify="right")
+    collapsed = any(row.get("collapsed_layers") for row in rows)
+    if collapsed:  # the network is cut in two there: its accuracy is chance, whatever the criterion
+        table.add_column("collapsed layers", style="bold red")
     for row in rows:
+        notes = [", ".join(row.get("collapsed_layers") or [])] if collapsed else []
         table.add_row(
             str(row["round"]),
             f"{row['density']:.2%}",
@@ -68,6 +72,7 @@ def round_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
             f"{row['best_test_accuracy']:.2%}",
             "-" if row["early_stop_step"] is None else str(row["early_stop_step"]),
             f"{row['seconds']:.1f}s",
+            *notes,
         )
     return table
 

@@ -10,6 +10,7 @@ TRAINING = 0  # (seed, TRAINING, round): dropout and other in-model randomness
 DATA_ORDER = 1  # (seed, DATA_ORDER, round, epoch): the order of the training examples
 RANDOM_PRUNING = 2  # (seed, RANDOM_PRUNING, round): scores of the random-pruning control
 REINIT = 3  # (seed, REINIT, round): fresh initialisation of the random re-initialisation control
+SHUFFLE = 4  # (seed, SHUFFLE, round): the permutation of the shuffle_layer mask control
 
 
 def derive_seed(*parts: int) -> int:

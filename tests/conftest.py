@@ -99,8 +99,16 @@ def fast_run(tmp_path: Path, finished_template: Path) -> Path:
     return run_dir
 
 
-def prune_by_magnitude(weights, masks, groups, round_index):
+def prune_by_magnitude(weights, masks, groups):
     """The ticket's pruning step: keep the largest |w| (the `magnitude` criterion)."""
     from lth.prune import prune_by_score
 
-    return prune_by_score({name: weights[name].abs() for name in masks}, masks, groups, round_index)
+    return prune_by_score({name: weights[name].abs() for name in masks}, masks, groups)
+
+
+def plan(model, cfg, masks, round_index):
+    """The pruning plan of `round_index` for `model`, pruning from `masks`."""
+    from lth.models import output_layer
+    from lth.prune import plan_round
+
+    return plan_round(masks, output_layer(model), cfg, round_index)

@@ -22,7 +22,7 @@ from lth.checkpoint import run_lock
 CASES: dict[str, tuple[list[str], list[str]]] = {
     "unknown model": (["run", "model=no_such_model"], ["model=no_such_model", "choose one of: lenet_300_100"]),
     "unknown dataset": (["run", "dataset=imagenet"], ["dataset=imagenet", "fashion_mnist, mnist, synthetic"]),
-    "unknown prune option": (["run", "prune=oneshot"], ["prune=oneshot", "imp"]),
+    "unknown prune option": (["run", "prune=sideways"], ["prune=sideways", "imp"]),
     "unknown train option": (["run", "train=resnet"], ["train=resnet", "lenet"]),
     "rate above one": (["run", "prune.rate=1.5"], ["prune.rate=1.5", "0 <= rate < 1"]),
     "negative rate": (["run", "prune.rate=-0.1"], ["prune.rate=-0.1", "0 <= rate < 1"]),
@@ -64,7 +64,38 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["prune.rewind_to=999it", "not before the end"],
     ),
     "unknown criterion": (["run", "prune.criterion=snap"], ["prune.criterion=snap", "magnitude_increase, random"]),
-    "unknown retrain mode": (["run", "prune.retrain=again"], ["prune.retrain=again", "rewind, finetune, reinit"]),
+    "unknown retrain mode": (
+        ["run", "prune.retrain=again"],
+        ["prune.retrain=again", "rewind, lr_rewind, finetune, reinit"],
+    ),
+    "target density above one": (
+        ["run", "prune.schedule=oneshot", "prune.rounds=1", "prune.target_density=1.5"],
+        ["prune.target_density=1.5", "0 < density <= 1"],
+    ),
+    "target density when iterative": (["run", "prune.target_density=0.1"], ["prune.target_density=0.1", "oneshot"]),
+    "unknown distribution": (
+        ["run", "prune.distribution=normal"],
+        ["prune.distribution=normal", "uniform, global, erk"],
+    ),
+    "distribution against scope": (
+        ["run", "prune.scope=global", "prune.distribution=erk"],
+        ["prune.distribution=erk", "prune.scope=global"],
+    ),
+    "unknown control": (["run", "prune.control=placebo"], ["prune.control=placebo", "shuffle_layer, invert"]),
+    "masks round without a source": (["run", "prune.masks_round=3"], ["prune.masks_round=3", "prune.masks_from"]),
+    "masks from a missing run": (
+        ["run", "prune.masks_from={missing}"],
+        ["prune.masks_from={missing}", "not an lth run"],
+    ),
+    "masks from a run too short": (
+        ["run", *FAST, "prune.masks_from={run}", "prune.rounds=5"],
+        ["prune.masks_from={run}", "rounds 0..2 finished", "rounds 1..5"],
+    ),
+    "masks that do not fit the model": (
+        ["run", *FAST, "dataset.input_shape=[1,10,10]", "prune.masks_from={run}"],
+        ["prune.masks_from={run}", "fc1.weight is (300, 784) there, (300, 100) here"],
+    ),
+    "ignore pattern matching nothing": (["run", *FAST, "prune.ignore=[conv*]"], ["'conv*'", "fc1.weight, fc2.weight"]),
     "malformed override": (["run", "prune.rate=[0.2"], ["prune.rate=[0.2"]),
     "bad value in a sweep": (["run", "-m", "prune.rate=0.2,2.0"], ["prune.rate=2.0"]),
     "data root is empty": (["run", "dataset.root={empty}"], ["dataset.root", "{empty}", "dataset.download=true"]),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import prune_by_magnitude
+from conftest import plan, prune_by_magnitude
 
 from lth import data
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.models import build, prunable_weights
-from lth.prune import apply_masks, dense_masks, prune_groups
+from lth.prune import apply_masks, dense_masks
 from lth.train import Trainer, lr_schedule
 
 
@@ -35,8 +35,7 @@ def test_pruned_weights_and_optimizer_state_stay_zero(cfg):
     masks = prune_by_magnitude(
         {n: w.detach() for n, w in prunable_weights(model).items()},
         dense_masks(model),
-        prune_groups(model, PruneConfig(rate=0.5)),
-        round_index=2,
+        plan(model, PruneConfig(rate=0.5), dense_masks(model), 2),
     )
     apply_masks(model, masks)
     before = {n: w.detach().clone() for n, w in prunable_weights(model).items()}
