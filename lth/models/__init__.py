@@ -48,6 +48,6 @@ def output_layer(model: nn.Module) -> str:
     return list(prunable_weights(model))[-1]
 
 
-from lth.models import lenet  # noqa: E402  (models register themselves)
+from lth.models import conv, lenet, vgg  # noqa: E402  (models register themselves)
 
-__all__ = ["build", "lenet", "names", "output_layer", "prunable_weights", "register"]
+__all__ = ["build", "conv", "lenet", "names", "output_layer", "prunable_weights", "register", "vgg"]
