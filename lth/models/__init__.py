@@ -15,12 +15,17 @@ from lth.config import ModelConfig
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
+_TAKE_WIDTH: set[str] = set()  # models whose first-stage channel count `model.width` sets
 _PRUNABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
+def register(name: str, *, takes_width: bool = False) -> Callable[[Builder], Builder]:
+    """Add a builder under `model.name=<name>`; `takes_width`: it reads `model.width` (others refuse it)."""
+
     def add(builder: Builder) -> Builder:
         _BUILDERS[name] = builder
+        if takes_width:
+            _TAKE_WIDTH.add(name)
         return builder
 
     return add
@@ -28,6 +33,11 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 def names() -> list[str]:
     return sorted(_BUILDERS)
+
+
+def width_names() -> list[str]:
+    """lth's models that take `model.width`."""
+    return sorted(_TAKE_WIDTH)
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -48,6 +58,17 @@ def output_layer(model: nn.Module) -> str:
     return list(prunable_weights(model))[-1]
 
 
-from lth.models import conv, lenet, vgg  # noqa: E402  (models register themselves)
+from lth.models import conv, lenet, resnet, vgg  # noqa: E402  (models register themselves)
 
-__all__ = ["build", "conv", "lenet", "names", "output_layer", "prunable_weights", "register", "vgg"]
+__all__ = [
+    "build",
+    "conv",
+    "lenet",
+    "names",
+    "output_layer",
+    "prunable_weights",
+    "register",
+    "resnet",
+    "vgg",
+    "width_names",
+]
