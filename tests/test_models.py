@@ -30,7 +30,7 @@ PINNED: dict[str, tuple[tuple[int, ...], int, float]] = {
     "vgg11": (CIFAR, 9_231_114, 9.2e6),  # open_lth cifar_vgg_11
     "vgg13": (CIFAR, 9_416_010, 9.4e6),  # open_lth cifar_vgg_13
     "vgg16": (CIFAR, 14_728_266, 14.7e6),  # Frankle et al. 2020, Table 1: VGG-16, 14.7M
-    "vgg19": (CIFAR, 20_040_522, 20.0e6),  # Frankle et al. 2020 (arXiv 1912.05671v1), VGG-19: 20.0M
+    "vgg19": (CIFAR, 20_040_522, 20.0e6),  # open_lth cifar_vgg_19 (the same plan; no paper figure checked)
     "resnet20": (CIFAR, 272_474, 0.27e6),  # He et al. 2016, Table 6: 0.27M; Frankle et al. 2020, Table 1: 272K
     "resnet32": (CIFAR, 466_906, 0.46e6),  # He et al. 2016, Table 6: 0.46M
     "resnet44": (CIFAR, 661_338, 0.66e6),  # He et al. 2016, Table 6: 0.66M
