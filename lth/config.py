@@ -264,7 +264,7 @@ def validate(cfg: Config) -> None:
     from lth import data, models  # registries import torch; keep `lth --help` light
 
     _require(0 <= cfg.seed < 2**63, "seed", cfg.seed, "an integer with 0 <= seed < 2**63")
-    _require_choice("model.name", cfg.model.name, models.names())
+    models.check_name(cfg.model)
     _require_choice("dataset.name", cfg.dataset.name, data.names())
     device_ok = cfg.device in DEVICES or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())
     _require(device_ok, "device", cfg.device, "auto, cpu, cuda or cuda:N")

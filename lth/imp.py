@@ -149,6 +149,7 @@ def run(
         record = _check_record(run_dir, cfg, changes)
         device = resolve_device(cfg.device)
         dataset = data.load(cfg.dataset, cfg.seed, device)
+        models.check_fits(cfg.model, dataset.input_shape, dataset.num_classes)
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
         _check_rewind_point(cfg, dataset)

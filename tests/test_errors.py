@@ -20,7 +20,16 @@ from lth.checkpoint import run_lock
 
 # id: (arguments, fragments the one-line message must contain); {name} is a path in the world below
 CASES: dict[str, tuple[list[str], list[str]]] = {
-    "unknown model": (["run", "model=no_such_model"], ["model=no_such_model", "choose one of: lenet_300_100"]),
+    "unknown model": (["run", "model=no_such_model"], ["model=no_such_model", "lenet_300_100, resnet110"]),
+    "unknown torchvision model": (
+        ["run", "model=torchvision", "model.name=resnet51"],
+        ["model.name=resnet51", "torchvision.models classification constructor"],
+    ),
+    "width for a model without one": (["run", "model.width=32"], ["model.width=32", "resnet20"]),
+    "model that does not fit the data": (
+        ["run", *FAST, "model=vgg16"],
+        ["model=vgg16 does not fit inputs of shape (1, 28, 28)"],
+    ),
     "unknown dataset": (["run", "dataset=imagenet"], ["dataset=imagenet", "fashion_mnist, mnist, synthetic"]),
     "unknown prune option": (["run", "prune=sideways"], ["prune=sideways", "imp"]),
     "unknown train option": (["run", "train=resnet"], ["train=resnet", "lenet"]),
