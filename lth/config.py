@@ -67,8 +67,16 @@ class SyntheticDatasetConfig(DatasetConfig):
     test_size: int = 500
 
 
+@dataclass
+class ImageFolderDatasetConfig(DatasetConfig):
+    image_size: int = 64  # every image is resized (shorter side) and centre-cropped to image_size x image_size
+
+
 # Datasets whose config has keys beyond DatasetConfig's; their YAML files start from these schemas too.
-DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {"synthetic": SyntheticDatasetConfig}
+DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
+    "synthetic": SyntheticDatasetConfig,
+    "imagefolder": ImageFolderDatasetConfig,
+}
 
 
 @dataclass
@@ -138,6 +146,7 @@ def register_configs() -> None:
     store.store(group="model", name="base_model", node=ModelConfig)
     store.store(group="dataset", name="base_dataset", node=DatasetConfig)
     store.store(group="dataset", name="base_synthetic", node=SyntheticDatasetConfig)
+    store.store(group="dataset", name="base_imagefolder", node=ImageFolderDatasetConfig)
     store.store(group="prune", name="base_prune", node=PruneConfig)
     store.store(group="train", name="base_train", node=TrainConfig)
 
@@ -318,8 +327,14 @@ def validate(cfg: Config) -> None:
     )
     _require(cfg.checkpoint.keep >= 1, "checkpoint.keep", cfg.checkpoint.keep, "an integer >= 1")
     _require(cfg.dataset.val_size >= 0, "dataset.val_size", cfg.dataset.val_size, "an integer >= 0")
+    subset = cfg.dataset.subset
+    _require(subset is None or subset >= 1, "dataset.subset", subset, "an integer >= 1, or null (all)")
+    if isinstance(cfg.dataset, ImageFolderDatasetConfig):
+        _require(cfg.dataset.image_size >= 8, "dataset.image_size", cfg.dataset.image_size, "an integer >= 8")
     if isinstance(cfg.dataset, SyntheticDatasetConfig):
         synthetic = cfg.dataset
+        if synthetic.like is not None:
+            _require_choice("dataset.like", synthetic.like, sorted(data.synthetic.LIKE))
         shape_ok = len(synthetic.input_shape) >= 1 and all(d >= 1 for d in synthetic.input_shape)
         _require(shape_ok, "dataset.input_shape", synthetic.input_shape, "a list of positive sizes")
         _require(synthetic.num_classes >= 2, "dataset.num_classes", synthetic.num_classes, "an integer >= 2")

@@ -1,8 +1,9 @@
 """Dataset registry: each source reads its real on-disk format; `load` splits, normalises and places it.
 
 A source turns a DatasetConfig into raw tensors (train and test images with labels). Everything common
-(the seed-fixed validation hold-out, normalisation with training statistics, moving to the device once so
-batches never leave it) happens here, the same for every dataset.
+(the seed-fixed validation hold-out, the stratified `dataset.subset`, normalisation with training statistics,
+moving to the device once so batches never leave it) happens here, the same for every dataset. A source may name
+an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py); the trainer applies it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from torch import Tensor
 
 from lth.config import DatasetConfig
 from lth.errors import ConfigError
+from lth.seeds import derive_seed
+
+_SUBSET = 4  # derive_seed purpose of the dataset.subset draw (lth.seeds uses 0..3)
+# A training-batch augmentation: (normalised images (N, C, H, W), seeded generator) -> images of the same shape.
+Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class RawData:
     test_x: Tensor
     test_y: Tensor
     num_classes: int
+    augment: Augment | None = None  # what the trainer applies to training batches; None: nothing
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Dataset:
     val: Split | None  # None when dataset.val_size=0
     test: Split
     num_classes: int
+    augment: Augment | None = None  # applied by the trainer to each training batch (on its device); None: nothing
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -80,6 +88,14 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
         )
     order = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
     train_idx, val_idx = order[cfg.val_size :], order[: cfg.val_size]
+    if cfg.subset is not None:
+        if cfg.subset > len(train_idx):
+            raise ConfigError(
+                f"dataset.subset={cfg.subset} is not allowed; {cfg.name} has {len(train_idx)} training examples "
+                f"after holding out dataset.val_size={cfg.val_size}, so dataset.subset must be at most {len(train_idx)}"
+            )
+        generator = torch.Generator().manual_seed(derive_seed(seed, _SUBSET))
+        train_idx = train_idx[stratified_subset(raw.train_y[train_idx], cfg.subset, generator)]
     train_x = raw.train_x[train_idx].float()
     mean, std = train_x.mean(), train_x.std()
 
@@ -91,9 +107,44 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
         val=split(raw.train_x[val_idx], raw.train_y[val_idx]) if cfg.val_size else None,
         test=split(raw.test_x, raw.test_y),
         num_classes=raw.num_classes,
+        augment=raw.augment,
     )
 
 
-from lth.data import idx, synthetic  # noqa: E402  (sources register themselves)
+def stratified_subset(labels: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """Sorted positions of `size` of `labels`, each class's share proportional to its count, drawn with `generator`.
 
-__all__ = ["Dataset", "RawData", "Source", "Split", "check", "idx", "load", "names", "register", "synthetic"]
+    Shares are rounded by largest remainder (ties to the lower class), so they add up to `size` exactly and a
+    class keeps at least its rounded-down share; which examples of a class are kept is a seeded permutation.
+    """
+    classes, counts = labels.unique(return_counts=True)
+    exact = counts.double() * size / len(labels)
+    quota = exact.floor().long()
+    leftover = size - int(quota.sum())
+    quota[torch.sort(exact - quota, descending=True, stable=True).indices[:leftover]] += 1
+    kept = []
+    for label, count, share in zip(classes.tolist(), counts.tolist(), quota.tolist(), strict=True):
+        members = (labels == label).nonzero().squeeze(1)
+        kept.append(members[torch.randperm(count, generator=generator)[:share]])
+    return torch.cat(kept).sort().values
+
+
+from lth.data import cifar, idx, imagefolder, svhn, synthetic  # noqa: E402  (sources register themselves)
+
+__all__ = [
+    "Augment",
+    "Dataset",
+    "RawData",
+    "Source",
+    "Split",
+    "check",
+    "cifar",
+    "idx",
+    "imagefolder",
+    "load",
+    "names",
+    "register",
+    "stratified_subset",
+    "svhn",
+    "synthetic",
+]

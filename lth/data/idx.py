@@ -8,7 +8,6 @@ the values in big-endian C order. Files may be gzipped. They may lie flat in a f
 from __future__ import annotations
 
 import gzip
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,10 @@ import numpy as np
 import torch
 
 from lth.config import DatasetConfig
-from lth.data import RawData, Source, register
+from lth.data import RawData
+from lth.data.files import FileSource, first_file
 from lth.errors import ConfigError
 
-SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -53,48 +52,14 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class IdxDataset:
-    name: str  # registry and config name, e.g. fashion_mnist
-    system_dir: str  # Debian's folder under /usr/share/datasets
-    torchvision_name: str  # torchvision's class and folder name
+class IdxDataset(FileSource):
     num_classes: int = 10
 
-    def candidate_dirs(self, cfg: DatasetConfig) -> list[Path]:
-        """Every folder that may hold the four files, in search order."""
-        if cfg.root is not None:
-            bases = [Path(cfg.root).expanduser()]
-        else:
-            bases = [Path(p).expanduser() for p in [os.environ.get("LTH_DATA")] if p]
-            bases.append(SYSTEM_DATA_DIR)
-            if cfg.download:
-                bases.append(download_root(cfg))
-        dirs = []
-        for base in bases:
-            dirs += [base, base / self.system_dir, base / self.torchvision_name / "raw"]
-        return list(dict.fromkeys(dirs))
+    def files_in(self, folder: Path) -> dict[str, Path] | None:
+        found = {key: first_file(folder, (stem, stem + ".gz")) for key, stem in _FILES.items()}
+        return found if all(found.values()) else None  # type: ignore[return-value]
 
-    def find(self, cfg: DatasetConfig) -> dict[str, Path] | None:
-        for folder in self.candidate_dirs(cfg):
-            found = {key: _with_optional_gz(folder / stem) for key, stem in _FILES.items()}
-            if all(found.values()):
-                return found  # type: ignore[return-value]
-        return None
-
-    def check(self, cfg: DatasetConfig) -> None:
-        if self.find(cfg) is None and not cfg.download:
-            looked = ", ".join(str(d) for d in self.candidate_dirs(cfg))
-            raise ConfigError(
-                f"dataset.root: no {self.name} idx files ({_FILES['train_x']}[.gz] and the other three) in any "
-                f"of: {looked}; set dataset.root to their folder, set $LTH_DATA, or add dataset.download=true"
-            )
-
-    def read(self, cfg: DatasetConfig) -> RawData:
-        files = self.find(cfg)
-        if files is None:
-            self.check(cfg)
-            self._download(cfg)
-            files = self.find(cfg)
-            assert files is not None, "torchvision's download left no idx files"
+    def decode(self, files: dict[str, Path], cfg: DatasetConfig) -> RawData:
         arrays = {key: torch.from_numpy(read_idx(path)) for key, path in files.items()}
         return RawData(
             train_x=arrays["train_x"].unsqueeze(1),
@@ -104,31 +69,7 @@ class IdxDataset:
             num_classes=self.num_classes,
         )
 
-    def _download(self, cfg: DatasetConfig) -> None:
-        import torchvision.datasets
 
-        dataset_class = getattr(torchvision.datasets, self.torchvision_name)
-        try:
-            for train in (True, False):
-                dataset_class(root=str(download_root(cfg)), train=train, download=True)
-        except (OSError, RuntimeError) as error:
-            raise ConfigError(f"dataset.download: torchvision could not download {self.name}: {error}") from None
-
-
-def download_root(cfg: DatasetConfig) -> Path:
-    """Where `dataset.download=true` puts the files: dataset.root, else $LTH_DATA, else ./data."""
-    return Path(cfg.root or os.environ.get("LTH_DATA") or "data").expanduser()
-
-
-def _with_optional_gz(stem: Path) -> Path | None:
-    for candidate in (stem, stem.with_name(stem.name + ".gz")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-for _dataset in (
-    IdxDataset("mnist", system_dir="mnist", torchvision_name="MNIST"),
-    IdxDataset("fashion_mnist", system_dir="fashion-mnist", torchvision_name="FashionMNIST"),
-):
-    register(_dataset.name, Source(check=_dataset.check, read=_dataset.read))
+_DESCRIBED = f"idx files ({_FILES['train_x']}[.gz] and the other three)"
+IdxDataset("mnist", ("mnist", "MNIST/raw"), _DESCRIBED, "MNIST").register()
+IdxDataset("fashion_mnist", ("fashion-mnist", "FashionMNIST/raw"), _DESCRIBED, "FashionMNIST").register()
