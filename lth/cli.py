@@ -69,9 +69,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(args: list[str]) -> None:
+    from lth import config
+
     flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}  # --cfg=job counts as --cfg
+    recipe = config.recipe_overrides([a for a in args if not a.startswith("-")])
+    args = [*recipe, *args]
     if not (_INFO_FLAGS | _CONFIG_FLAGS).intersection(flags):
         _validate_jobs(args)
+        if recipe:
+            print(f"lth: the model's recipe: {' '.join(recipe)} (choose others on the command line)")
     from lth import hydra_app
 
     sys.argv = ["lth run", *args]

@@ -11,6 +11,8 @@ DATA_ORDER = 1  # (seed, DATA_ORDER, round, epoch): the order of the training ex
 RANDOM_PRUNING = 2  # (seed, RANDOM_PRUNING, round): scores of the random-pruning control
 REINIT = 3  # (seed, REINIT, round): fresh initialisation of the random re-initialisation control
 SHUFFLE = 4  # (seed, SHUFFLE, round): the permutation of the shuffle_layer mask control
+SUBSET = 5  # (seed, SUBSET): which training examples `dataset.subset` keeps
+AUGMENT = 6  # (seed, AUGMENT, round, step): the crops and flips of one training batch
 
 
 def derive_seed(*parts: int) -> int:

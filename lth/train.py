@@ -26,7 +26,7 @@ from lth.data import Dataset, Split
 from lth.errors import RunFailed
 from lth.models import prunable_weights
 from lth.prune import Masks
-from lth.seeds import DATA_ORDER, TRAINING, derive_seed
+from lth.seeds import AUGMENT, DATA_ORDER, TRAINING, derive_seed
 
 EVAL_BATCH_SIZE = 2048
 PROGRESS_EVERY = 20  # steps between progress callbacks: frequent enough to watch, rare enough to be free
@@ -192,7 +192,7 @@ class Trainer:
         device = data.train.y.device
         model.train()
         for epoch in range(self.step // self.steps_per_epoch, cfg.epochs):
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, DATA_ORDER, self.round_index, epoch))
+            generator = torch.Generator().manual_seed(self._seed(DATA_ORDER, epoch))
             order = torch.randperm(len(data.train), generator=generator).to(device)
             done_in_epoch = self.step - epoch * self.steps_per_epoch
             loss_sum = torch.zeros((), device=device)
@@ -200,6 +200,8 @@ class Trainer:
             seen = 0
             for batch in order.split(cfg.batch_size)[done_in_epoch:]:
                 x, y = data.train.x[batch], data.train.y[batch]
+                if data.augment is not None:  # seeded by the step, so a resumed round redraws the same crops
+                    x = data.augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 self.optimizer.zero_grad(set_to_none=False)
@@ -235,6 +237,9 @@ class Trainer:
             best_test_accuracy=max(e.test_accuracy for e in self.history),
             history=self.history,
         )
+
+    def _seed(self, purpose: int, index: int) -> int:
+        return derive_seed(self.seed, purpose, self.round_index, index)
 
     def _evaluate(self) -> None:
         val_loss, val_accuracy = evaluate(self.model, self.data.val) if self.data.val is not None else (None, None)

@@ -16,9 +16,8 @@ from torch import Tensor
 
 from lth.config import DatasetConfig
 from lth.errors import ConfigError
-from lth.seeds import derive_seed
+from lth.seeds import SUBSET, derive_seed
 
-_SUBSET = 4  # derive_seed purpose of the dataset.subset draw (lth.seeds uses 0..3)
 # A training-batch augmentation: (normalised images (N, C, H, W), seeded generator) -> images of the same shape.
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -94,10 +93,12 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
                 f"dataset.subset={cfg.subset} is not allowed; {cfg.name} has {len(train_idx)} training examples "
                 f"after holding out dataset.val_size={cfg.val_size}, so dataset.subset must be at most {len(train_idx)}"
             )
-        generator = torch.Generator().manual_seed(derive_seed(seed, _SUBSET))
+        generator = torch.Generator().manual_seed(derive_seed(seed, SUBSET))
         train_idx = train_idx[stratified_subset(raw.train_y[train_idx], cfg.subset, generator)]
     train_x = raw.train_x[train_idx].float()
-    mean, std = train_x.mean(), train_x.std()
+    # per channel for images (N, C, H, W), as the CIFAR recipes normalise; one value for flat or 1-channel data
+    per_channel = (0, 2, 3) if train_x.dim() == 4 else tuple(range(train_x.dim()))
+    mean, std = train_x.mean(per_channel, keepdim=True)[0], train_x.std(per_channel, keepdim=True)[0]
 
     def split(x: Tensor, y: Tensor) -> Split:
         return Split(((x.float() - mean) / std).to(device), y.long().to(device))
