@@ -30,7 +30,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["run", *FAST, "model=vgg16"],
         ["model=vgg16 does not fit inputs of shape (1, 28, 28)"],
     ),
-    "unknown dataset": (["run", "dataset=imagenet"], ["dataset=imagenet", "fashion_mnist, mnist, synthetic"]),
+    "unknown dataset": (
+        ["run", "dataset=imagenet"],
+        ["dataset=imagenet", "cifar10, cifar100, fashion_mnist, imagefolder, mnist, svhn, synthetic"],
+    ),
     "unknown prune option": (["run", "prune=sideways"], ["prune=sideways", "imp"]),
     "unknown train option": (["run", "train=resnet"], ["train=resnet", "lenet"]),
     "rate above one": (["run", "prune.rate=1.5"], ["prune.rate=1.5", "0 <= rate < 1"]),
