@@ -38,6 +38,7 @@ DISTRIBUTIONS = ("uniform", "global", "erk")
 CONTROLS = ("none", "shuffle_layer", "invert", "signed_constant")
 RETRAIN = ("rewind", "lr_rewind", "finetune", "reinit")
 LR_SCHEDULES = ("constant", "step", "cosine")
+PRECISIONS = ("32", "bf16", "fp16")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
 # Keys that may change when a run is resumed: they do not change any result.
 RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.")
@@ -118,6 +119,9 @@ class TrainConfig:
     batch_size: int = 60
     epochs: int = 2
     eval_every: int = 0  # steps between evaluations on the validation and test sets; 0: once per epoch
+    precision: str = "32"  # 32 | bf16 | fp16 (autocast; fp16 with loss scaling)
+    compile: bool = False  # torch.compile the forward pass (falls back to eager, with a warning, if it fails)
+    channels_last: bool = False  # NHWC memory format for conv nets (faster convolutions on GPUs)
 
 
 @dataclass
@@ -341,6 +345,7 @@ def validate(cfg: Config) -> None:
     _require(cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "a number >= 0")
     _require(cfg.train.batch_size >= 1, "train.batch_size", cfg.train.batch_size, "an integer >= 1")
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1")
+    _require_choice("train.precision", str(cfg.train.precision), PRECISIONS)
     _require(cfg.train.eval_every >= 0, "train.eval_every", cfg.train.eval_every, "an integer >= 0")
     _require(
         DURATION.fullmatch(cfg.checkpoint.every) is not None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -111,7 +112,7 @@ def to_steps(duration: str, per_epoch: int) -> int:
     return count * per_epoch if match["unit"] == "ep" else count
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a split."""
     model.eval()
@@ -148,8 +149,15 @@ class Trainer:
         """`lr_at` replaces the configured schedule (fine-tuning trains at its final learning rate)."""
         self.model, self.data, self.cfg = model, data, cfg
         self.seed, self.round_index = seed, round_index
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(model, cfg)
-        self.masked = [(weight, masks[name].to(weight.dtype)) for name, weight in prunable_weights(model).items()]
+        self.forward: Callable[[Tensor], Tensor] = GuardedCompile(model) if cfg.compile else model
+        self.weights = list(prunable_weights(model).values())
+        self.masks = [masks[name].to(weight.dtype) for name, weight in prunable_weights(model).items()]
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(cfg.precision))
+        device_type = self.masks[0].device.type
+        self.scaler = torch.amp.GradScaler(device_type) if cfg.precision == "fp16" else None
         self.steps_per_epoch = steps_per_epoch(len(data.train), cfg.batch_size)
         self.lr_at = lr_at or lr_schedule(cfg, self.steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -168,6 +176,8 @@ class Trainer:
             "history": [asdict(e) for e in self.history],
             "cpu_rng": torch.get_rng_state(),
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -179,6 +189,8 @@ class Trainer:
         self.seconds = state["seconds"]
         self.history = [Evaluation(**e) for e in state["history"]]
         torch.set_rng_state(state["cpu_rng"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
@@ -202,16 +214,21 @@ class Trainer:
                 x, y = data.train.x[batch], data.train.y[batch]
                 if data.augment is not None:  # seeded by the step, so a resumed round redraws the same crops
                     x = data.augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                if cfg.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    logits = self.forward(x)
+                loss = F.cross_entropy(logits.float(), y)
                 self.optimizer.zero_grad(set_to_none=False)
-                loss.backward()
-                for weight, mask in self.masked:
-                    weight.grad.mul_(mask)
-                lr = self.lr_at(self.step)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                self.optimizer.step()
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+                # one fused multiply over all layers: pruned weights get no gradient, so no update and no moments
+                torch._foreach_mul_([weight.grad for weight in self.weights], self.masks)
+                self._set_lr(self.lr_at(self.step))
+                if self.scaler is None:
+                    self.optimizer.step()
+                else:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 self.step += 1
                 loss_sum += loss.detach() * len(y)
                 correct_sum += (logits.detach().argmax(1) == y).sum()
@@ -238,6 +255,11 @@ class Trainer:
             history=self.history,
         )
 
+    def _set_lr(self, lr: float) -> None:
+        if lr != self.optimizer.param_groups[0]["lr"]:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
     def _seed(self, purpose: int, index: int) -> int:
         return derive_seed(self.seed, purpose, self.round_index, index)
 
@@ -253,3 +275,29 @@ class Trainer:
         if not math.isfinite(value):
             raise RunFailed(f"round {self.round_index}: training loss became {value} by step {self.step}")
         return value
+
+
+class GuardedCompile:
+    """`torch.compile(model)` that falls back to the eager model, once and with a warning, if compiling fails
+    (no compiler toolchain, an unsupported operator): `train.compile=true` never costs a run."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.compiled: Callable[[Tensor], Tensor] | None = torch.compile(model)
+        self.proven = False
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.compiled is None:
+            return self.model(x)
+        try:
+            output = self.compiled(x)
+        except Exception as error:
+            if self.proven:  # it compiled and ran before: this is a real error in the model, not the compiler
+                raise
+            warnings.warn(
+                f"train.compile: torch.compile failed ({type(error).__name__}); training eagerly", stacklevel=2
+            )
+            self.compiled = None
+            return self.model(x)
+        self.proven = True
+        return output

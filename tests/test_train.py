@@ -10,7 +10,7 @@ from lth import data
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.models import build, prunable_weights
 from lth.prune import apply_masks, dense_masks
-from lth.train import Trainer, lr_schedule
+from lth.train import GuardedCompile, Trainer, lr_schedule
 
 
 def small_setup(seed: int = 0):
@@ -80,9 +80,11 @@ class StopAt(Exception):
     pass
 
 
-@pytest.mark.parametrize("stop_step", [1, 7, 9, 13, 18])  # mid-epoch, epoch boundary (9), last step
-def test_a_round_continued_from_its_state_dict_is_bit_identical(stop_step, tmp_path):
-    cfg = TrainConfig(optimizer="adam", batch_size=40, epochs=2, eval_every=4)
+@pytest.mark.parametrize(
+    ("stop_step", "precision"), [(1, "32"), (7, "32"), (9, "32"), (13, "32"), (18, "32"), (7, "fp16"), (9, "bf16")]
+)  # mid-epoch, epoch boundary (9), last step; the fp16 loss scale is part of the state
+def test_a_round_continued_from_its_state_dict_is_bit_identical(stop_step, precision, tmp_path):
+    cfg = TrainConfig(optimizer="adam", batch_size=40, epochs=2, eval_every=4, precision=precision)
     dataset, model = small_setup()
     masks = dense_masks(model)
     reference = Trainer(model, masks, dataset, cfg, seed=0, round_index=1).run()
@@ -134,3 +136,68 @@ def test_the_optimizer_takes_each_step_at_the_scheduled_rate():
     per_epoch = trainer.steps_per_epoch
     assert seen == pytest.approx([0.1] * per_epoch + [0.01] * per_epoch)
     assert [e.lr for e in trainer.history] == pytest.approx([0.1, 0.01])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_keeps_pruned_weights_at_zero(precision):
+    dataset, model = small_setup()
+    masks = prune_by_magnitude(
+        {n: w.detach() for n, w in prunable_weights(model).items()},
+        dense_masks(model),
+        plan(model, PruneConfig(rate=0.5), dense_masks(model), 2),
+    )
+    apply_masks(model, masks)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = {}
+    for run_precision in ("32", precision):
+        model.load_state_dict(start)
+        cfg = TrainConfig(batch_size=40, epochs=2, precision=run_precision)
+        trainer = Trainer(model, masks, dataset, cfg, seed=0, round_index=1)
+        losses[run_precision] = trainer.run().final.test_loss
+        assert all(bool((w[~masks[n]] == 0).all()) for n, w in prunable_weights(model).items())
+    assert (trainer.scaler is not None) == (precision == "fp16")
+    assert losses[precision] == pytest.approx(losses["32"], rel=0.01), "mixed precision trains like float32"
+
+
+def test_channels_last_trains_a_conv_net_like_the_default_layout():
+    dataset = data.load(
+        SyntheticDatasetConfig(name="synthetic", like="cifar10", train_size=120, test_size=40, val_size=20),
+        0,
+        torch.device("cpu"),
+    )
+    weights = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = build(ModelConfig(name="conv2"), dataset.input_shape, dataset.num_classes)
+        cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=25, epochs=1, channels_last=channels_last)
+        Trainer(model, dense_masks(model), dataset, cfg, seed=0, round_index=0).run()
+        weights.append(model.state_dict())
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[0])
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager():
+    weights = []
+    for compiled in (False, True):
+        dataset, model = small_setup()
+        cfg = TrainConfig(batch_size=40, epochs=1, compile=compiled)
+        Trainer(model, dense_masks(model), dataset, cfg, seed=0, round_index=0).run()
+        weights.append(model.state_dict())
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[0])
+
+
+def test_a_model_that_cannot_compile_trains_eagerly_with_a_warning():
+    class Uncompilable(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if torch.compiler.is_compiling():
+                raise RuntimeError("no compiler here")
+            return self.fc(x)
+
+    guarded = GuardedCompile(Uncompilable())
+    with pytest.warns(UserWarning, match="train.compile: torch.compile failed"):
+        out = guarded(torch.ones(3, 4))
+    assert out.shape == (3, 2) and guarded.compiled is None
