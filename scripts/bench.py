@@ -1,0 +1,173 @@
+"""Benchmark lth's training against a plain PyTorch loop on this machine; prints a table (or JSON with --json).
+
+Figures are ratios against a baseline measured in the same process on the same data, so they mean the same
+on any machine:
+
+- `masked_over_dense`: seconds per epoch of lth's Trainer on a pruned network (80% of the weights masked, as
+  in a late IMP round) over a hand-written dense loop (data already in tensors, same batch size, same
+  optimiser: lth's fused Adam/SGD). Repetitions are interleaved and the median is kept; each repetition times
+  `--steps` steps and reports them per epoch of the dataset the model is trained on.
+- `imp_total_s`: wall time of `lth run` (LeNet-300-100, Fashion-MNIST, batch 60, Adam, 3 rounds x 2 epochs)
+  from start to exit, start-up, evaluation and checkpoints included; `imp_over_plain`: its ratio to the plain
+  loop training six epochs of the same data.
+
+    python scripts/bench.py [--models lenet_300_100,resnet20,vgg16] [--steps 40] [--repeats 3] [--json]
+    python scripts/bench.py --skip-imp        # no Fashion-MNIST needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from lth import data
+from lth.config import DatasetConfig, ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
+from lth.criteria import Scoring
+from lth.models import build, output_layer
+from lth.prune import apply_masks, dense_masks, plan_round
+from lth.train import Trainer, make_optimizer
+
+# model: (dataset it is trained on: shape, training examples per epoch), recipe
+SETTINGS = {
+    "lenet_300_100": ("fashion_mnist", 55_000, TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60)),
+    "resnet20": ("cifar10", 45_000, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128)),
+    "vgg16": ("cifar10", 45_000, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128)),
+}
+
+
+def synthetic(like: str, examples: int, device: torch.device) -> data.Dataset:
+    cfg = SyntheticDatasetConfig(name="synthetic", like=like, train_size=examples, test_size=64, val_size=0)
+    return data.load(cfg, 0, device)
+
+
+def pruned_model(name: str, dataset: data.Dataset, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The model at 20% density (magnitude-pruned at init, layerwise), on `device`."""
+    torch.manual_seed(0)
+    model = build(ModelConfig(name=name), dataset.input_shape, dataset.num_classes).to(device)
+    masks = dense_masks(model)
+    groups = plan_round(masks, output_layer(model), PruneConfig(rate=0.8, output_rate=0.8), 1)
+    weights = {k: v.detach() for k, v in model.state_dict().items()}
+    scoring = Scoring(PruneConfig(), model, masks, weights, weights, weights, dataset, torch.Generator())
+    masks = scoring.prune(groups)
+    apply_masks(model, masks)
+    return model, masks
+
+
+def lth_epoch_seconds(name: str, cfg: TrainConfig, dataset: data.Dataset, per_epoch: int, device) -> float:
+    model, masks = pruned_model(name, dataset, device)
+    trainer = Trainer(model, masks, dataset, cfg, seed=0, round_index=1)
+    trainer.run()  # one pass: optimiser state, allocator and (first time) kernel caches warm
+    trainer = Trainer(model, masks, dataset, cfg, seed=0, round_index=1)
+    _sync(device)
+    started = time.perf_counter()
+    trainer.run()
+    _sync(device)
+    return (time.perf_counter() - started) / trainer.total_steps * per_epoch
+
+
+def plain_epoch_seconds(name: str, cfg: TrainConfig, dataset: data.Dataset, per_epoch: int, device) -> float:
+    """The loop a researcher would write by hand: no masks, no evaluation, no bookkeeping."""
+    torch.manual_seed(0)
+    model = build(ModelConfig(name=name), dataset.input_shape, dataset.num_classes).to(device)
+    optimizer = make_optimizer(model, cfg)
+    x, y = dataset.train.x, dataset.train.y
+
+    def epoch() -> int:
+        steps = 0
+        for batch in torch.randperm(len(y), device=device).split(cfg.batch_size):
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        return steps
+
+    epoch()
+    _sync(device)
+    started = time.perf_counter()
+    steps = epoch()
+    _sync(device)
+    return (time.perf_counter() - started) / steps * per_epoch
+
+
+def masked_over_dense(models: list[str], steps: int, repeats: int, device: torch.device) -> dict[str, dict]:
+    results = {}
+    for name in models:
+        like, per_epoch, cfg = SETTINGS[name]
+        cfg = TrainConfig(**{**cfg.__dict__, "epochs": 1, "eval_every": 0})
+        dataset = synthetic(like, steps * cfg.batch_size, device)
+        per_epoch = -(-per_epoch // cfg.batch_size)  # steps in one epoch of the real dataset
+        lth_times, plain_times = [], []
+        for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
+            plain_times.append(plain_epoch_seconds(name, cfg, dataset, per_epoch, device))
+            lth_times.append(lth_epoch_seconds(name, cfg, dataset, per_epoch, device))
+        lth_s, plain_s = statistics.median(lth_times), statistics.median(plain_times)
+        results[name] = {"lth_epoch_s": lth_s, "plain_epoch_s": plain_s, "masked_over_dense": lth_s / plain_s}
+    return results
+
+
+def imp_total(device: torch.device) -> dict[str, float]:
+    """`lth run` end to end against the plain loop's six epochs on the same Fashion-MNIST data."""
+    with tempfile.TemporaryDirectory() as folder:
+        command = [
+            sys.executable, "-m", "lth", "run", "prune.rounds=2", "train.epochs=2", "ui.progress=false",
+            f"device={device.type}", f"hydra.run.dir={folder}/run",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        total = time.perf_counter() - started
+    dataset = data.load(DatasetConfig(name="fashion_mnist"), 0, device)
+    cfg = TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60)
+    plain = 6 * plain_epoch_seconds("lenet_300_100", cfg, dataset, -(-len(dataset.train) // 60), device)
+    return {"imp_total_s": total, "plain_six_epochs_s": plain, "imp_over_plain": total / plain}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="lenet_300_100,resnet20,vgg16")
+    parser.add_argument("--steps", type=int, default=40, help="steps timed per repetition")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-imp", action="store_true", help="skip the end-to-end `lth run` (needs Fashion-MNIST)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
+    report = {
+        "device": machine,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "masked_over_dense": masked_over_dense(args.models.split(","), args.steps, args.repeats, device),
+    }
+    if not args.skip_imp:
+        report |= imp_total(device)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{machine}, {report['threads']} threads, torch {report['torch']}")
+    print(f"{'model':<15}{'lth s/epoch':>13}{'plain s/epoch':>15}{'masked/dense':>14}")
+    for name, row in report["masked_over_dense"].items():
+        print(f"{name:<15}{row['lth_epoch_s']:>13.2f}{row['plain_epoch_s']:>15.2f}{row['masked_over_dense']:>14.3f}")
+    if "imp_total_s" in report:
+        print(
+            f"lth run (3 rounds x 2 epochs): {report['imp_total_s']:.1f} s; plain loop, 6 epochs: "
+            f"{report['plain_six_epochs_s']:.1f} s; ratio {report['imp_over_plain']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
