@@ -151,12 +151,16 @@ def report(args: list[str]) -> None:
     parsed = parser.parse_args(args)
     from lth import report as reporting
 
-    runs = reporting.print_report(parsed.paths, as_json=parsed.json, as_csv=parsed.csv, group_by=parsed.group_by)
-    if parsed.plot or parsed.plot_dir:
+    runs = reporting.load_runs(parsed.paths)
+    groups = reporting.group_runs(runs, parsed.group_by)
+    plotting = parsed.plot is not None or parsed.plot_dir is not None
+    if plotting:
         from lth import plots
 
-        groups = reporting.group_runs(runs, parsed.group_by)
-        written = plots.render(groups, plot=parsed.plot, plot_dir=parsed.plot_dir, rounds=parsed.rounds)
+        rounds = plots.check(groups, parsed.rounds)  # refuse bad plots before printing anything
+    reporting.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
+    if plotting:
+        written = plots.render(groups, plot=parsed.plot, plot_dir=parsed.plot_dir, rounds=rounds)
         if not (parsed.json or parsed.csv):  # keep machine-readable output clean
             for path in written:
                 print(f"wrote {path}")

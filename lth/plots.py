@@ -39,16 +39,10 @@ def render(
 ) -> list[Path]:
     """Draw every figure: all as subplots of one PNG (`plot`) and/or one PNG each in `plot_dir`.
 
-    `rounds` are the rounds whose training curves are drawn (default: up to four spread over the run). Runs of
-    different models or datasets are refused: their accuracies do not belong on one axis.
+    `rounds` are the rounds whose training curves are drawn (see `check`, which refuses what cannot be drawn).
     """
     runs = [run for group in groups for run in group.runs if run.rows]
-    for key, what in (("model.name", "models"), ("dataset.name", "datasets")):
-        values = sorted({str(run.config[key]) for run in runs})
-        if len(values) > 1:
-            raise ConfigError(f"--plot: these runs are of different {what} ({', '.join(values)}); plot them apart")
-    finished = max(len(run.rows) for run in runs)
-    rounds = _check_rounds(rounds, finished) if rounds is not None else _spread(finished)
+    rounds = check(groups, rounds)
 
     import matplotlib
 
@@ -88,6 +82,18 @@ def render(
             written.append(_save(fig, plot_dir / f"{name}.png"))
             plt.close(fig)
     return written
+
+
+def check(groups: Sequence[Group], rounds: Sequence[int] | None) -> list[int]:
+    """The rounds whose training curves to draw (default: up to four spread over the run), after refusing runs of
+    different models or datasets (their accuracies do not belong on one axis) and rounds no run has."""
+    runs = [run for group in groups for run in group.runs if run.rows]
+    for key, what in (("model.name", "models"), ("dataset.name", "datasets")):
+        values = sorted({str(run.config[key]) for run in runs})
+        if len(values) > 1:
+            raise ConfigError(f"--plot: these runs are of different {what} ({', '.join(values)}); plot them apart")
+    finished = max(len(run.rows) for run in runs)
+    return _check_rounds(rounds, finished) if rounds is not None else _spread(finished)
 
 
 def accuracy_vs_density(ax: Axes, groups: Sequence[Group]) -> None:

@@ -267,28 +267,23 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def print_report(
-    paths: Sequence[Path] | Path,
-    as_json: bool = False,
-    as_csv: bool = False,
-    group_by: Sequence[str] | None = None,
-) -> list[Run]:
-    """Print the report of the runs at or under `paths`; returns the runs (for plots)."""
+    runs: Sequence[Run], groups: Sequence[Group], as_json: bool = False, as_csv: bool = False, grouped: bool = False
+) -> None:
+    """Print runs (from `load_runs`, grouped by `group_runs`): JSON or CSV rows, the per-round table of a single
+    run, or the aggregated table; `grouped` (an explicit --group-by) aggregates even a single run."""
     from rich.console import Console
 
-    runs = load_runs([paths] if isinstance(paths, Path) else paths)
-    groups = group_runs(runs, group_by)  # also checks --group-by keys before anything is printed
     if as_json:
         print(json.dumps(json_rows(runs), indent=2))
     elif as_csv:
         print(csv_text(json_rows(runs)), end="")
-    elif len(runs) == 1 and group_by is None:
+    elif len(runs) == 1 and not grouped:
         run = runs[0]
         status = "" if run.status == "finished" else f" ({run.status})"
         Console().print(round_table(run.rows, title=f"{run.path}{status}"))
     else:
         title = f"{describe(runs)}: {len(runs)} runs, {len(groups)} configuration(s), mean ± std over seeds"
         Console().print(aggregate_table(groups, title=title))
-    return runs
 
 
 def _format(stat: dict[str, float] | None, percent: bool) -> str:
