@@ -123,3 +123,9 @@ def sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     grid = ["-m", "seed=0,1", "prune.rate=0.2,0.5", "dataset.input_shape=[1,8,8]"]
     lth("run", *grid, *FAST, f"hydra.sweep.dir={sweep}", cwd=folder)
     return sweep
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables as a wide terminal shows them: rich wraps cells to $COLUMNS, and tests read whole cells."""
+    monkeypatch.setenv("COLUMNS", "200")

@@ -13,11 +13,7 @@ from conftest import lth_in_process, lth_ok
 
 from lth.report import group_runs, load_runs
 
-
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """Tables as a wide terminal shows them: rich wraps cells to $COLUMNS, and tests read whole cells."""
-    monkeypatch.setenv("COLUMNS", "200")
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def _edit_record(run_dir, **changes):
@@ -95,7 +91,11 @@ def test_every_figure_is_a_readable_non_blank_png(sweep_template, tmp_path, caps
 
     sweep = tmp_path / "sweep"
     shutil.copytree(sweep_template, sweep)
-    lth_ok("analyze", "lmc", str(sweep / "0"), "--round", "1", "--points", "5", capsys=capsys)
+    # an `lth analyze lmc` result (the real one is tested in test_analyze.py): its curve becomes a figure
+    (sweep / "0" / "analysis").mkdir()
+    points = [{"alpha": a / 4, "test_error": 0.5 + 0.1 * (a in (1, 2, 3)), "test_loss": 1.0} for a in range(5)]
+    lmc = {"round": 1, "density": 0.8, "barrier": 0.1, "loss_barrier": 0.0, "points": points}
+    (sweep / "0" / "analysis" / "lmc_round_01.json").write_text(json.dumps(lmc))
     one, folder = tmp_path / "all.png", tmp_path / "figures"
     printed = lth_ok(
         "report", str(sweep), "--plot", str(one), "--plot-dir", str(folder), "--rounds", "0,2", capsys=capsys
