@@ -101,6 +101,16 @@ def publish_round(
     return final
 
 
+def finished_round(run_dir: Path, round_index: int) -> Path:
+    """A published round's folder after checking it: ConfigError when the round does not exist (naming the
+    rounds that do), RunFailed when its files do not match their checksums."""
+    count = finished_rounds(run_dir)
+    if not 0 <= round_index < count:
+        have = f"rounds 0..{count - 1} are finished" if count else "it has no finished rounds"
+        raise ConfigError(f"{run_dir}: round {round_index} does not exist; {have}")
+    return verify_round(run_dir, round_index)
+
+
 def sha256_file(path: Path) -> str:
     return _sha256(path.read_bytes())
 

@@ -1,4 +1,5 @@
-"""The `lth` command: `run` hands its arguments to Hydra; `resume` and `report` take a run directory.
+"""The `lth` command: `run` hands its arguments to Hydra; `resume`, `report`, `analyze` and `export` take run
+directories.
 
 `lth run` composes and validates the config of every job (all of a `-m` sweep's jobs) and checks that the
 data can be found before Hydra creates any output directory, so bad input costs one line on stderr, exit
@@ -23,7 +24,21 @@ commands:
   resume PATH [prune.rounds=N] [--force]
                          continue a stopped run (or every unfinished run under PATH) from its newest
                          intact state; prune.rounds=N extends a finished run
-  report PATH [--json]   per-round table (or JSON rows) of a run, or of every run under PATH
+  report PATH [PATH ...] [--json | --csv] [--group-by KEY[,KEY]] [--plot FILE.png] [--plot-dir DIR]
+         [--rounds 0,3,6]
+                         per-round table of a run; for several runs (a sweep) mean ± std over seeds per
+                         configuration and round; --json/--csv: one row per (run, round); --plot: accuracy and
+                         early-stop step vs density, layer densities, training curves (and LMC curves)
+  analyze overlap DIR [--json]
+                         per layer, Jaccard overlap of masks between consecutive rounds and between seeds
+  analyze layers DIR [--json]
+                         per round and layer: weights left, mean |w| of survivors at init, start and end
+  analyze lmc DIR --round N [--points 11] [--json]
+                         linear mode connectivity: train round N twice with different data orders, test error
+                         along the line between them, the error barrier; saved in DIR/analysis/
+  export DIR --round N OUT [--weights final|start] [--format safetensors|torchscript]
+                         a standalone ticket: weights, mask and card.json (config, densities, FLOPs,
+                         accuracy, command); lth.load_ticket(OUT) rebuilds the model
 """
 
 # Hydra flags that only print information: no job runs, so there is nothing to validate up front.
@@ -57,10 +72,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             resume(rest)
         elif command == "report":
             report(rest)
+        elif command == "analyze":
+            analyze(rest)
+        elif command == "export":
+            export(rest)
         elif command in ("", "-h", "--help", "help"):
             print(USAGE, end="")
         else:
-            raise ConfigError(f"unknown command {command!r}; choose one of: run, resume, report (lth --help)")
+            raise ConfigError(
+                f"unknown command {command!r}; choose one of: run, resume, report, analyze, export (lth --help)"
+            )
     except LthError as error:
         _fail(error)
     except KeyboardInterrupt:  # before a run has installed its own handling (imports, config, data)
@@ -115,13 +136,90 @@ def resume(args: list[str]) -> None:
 
 
 def report(args: list[str]) -> None:
-    parser = _Parser(prog="lth report", description="Per-round results of a run or of all runs under a folder.")
-    parser.add_argument("path", type=Path, help="a run directory, or a folder holding runs (e.g. a sweep)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per (run, round)")
+    parser = _Parser(
+        prog="lth report",
+        description="Per-round results of runs; runs differing only by seed are aggregated (mean ± std).",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="path", help="runs, or folders of runs (sweeps)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object per (run, round)")
+    output.add_argument("--csv", action="store_true", help="print one CSV line per (run, round)")
+    parser.add_argument("--group-by", type=_keys, metavar="KEY[,KEY]", help="config keys that make a configuration")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="all figures in one PNG")
+    parser.add_argument("--plot-dir", type=Path, metavar="DIR", help="one PNG per figure in DIR")
+    parser.add_argument("--rounds", type=_rounds, metavar="N[,N]", help="rounds whose training curves to draw")
     parsed = parser.parse_args(args)
     from lth import report as reporting
 
-    reporting.print_report(parsed.path, parsed.json)
+    runs = reporting.load_runs(parsed.paths)
+    groups = reporting.group_runs(runs, parsed.group_by)
+    plotting = parsed.plot is not None or parsed.plot_dir is not None
+    if plotting:
+        from lth import plots
+
+        rounds = plots.check(groups, parsed.rounds)  # refuse bad plots before printing anything
+    reporting.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
+    if plotting:
+        written = plots.render(groups, plot=parsed.plot, plot_dir=parsed.plot_dir, rounds=rounds)
+        if not (parsed.json or parsed.csv):  # keep machine-readable output clean
+            for path in written:
+                print(f"wrote {path}")
+
+
+def analyze(args: list[str]) -> None:
+    parser = _Parser(prog="lth analyze", description="Analyses of the masks and weights of finished rounds.")
+    sub = parser.add_subparsers(dest="analysis", required=True, metavar="{overlap,layers,lmc}", parser_class=_Parser)
+    for name, text in (
+        ("overlap", "Jaccard overlap of masks, per layer: consecutive rounds, and seeds at the same round"),
+        ("layers", "per round and layer: weights remaining, mean |w| of survivors at init, start and end"),
+        ("lmc", "linear mode connectivity of a round (Frankle et al. 2020): the error barrier between two copies"),
+    ):
+        command = sub.add_parser(name, prog=f"lth analyze {name}", description=text, help=text)
+        command.add_argument("path", type=Path, help="a run directory, or a folder of runs")
+        command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name == "lmc":
+            command.add_argument("--round", type=int, required=True, help="the round to analyse")
+            command.add_argument("--points", type=int, default=11, help="evenly spaced alphas in [0, 1] (11)")
+    parsed = parser.parse_args(args)
+    from lth import analyze as analysis
+
+    if parsed.analysis == "lmc":
+        analysis.main_lmc(parsed.path, parsed.round, parsed.points, as_json=parsed.json)
+    else:
+        getattr(analysis, f"main_{parsed.analysis}")(parsed.path, as_json=parsed.json)
+
+
+def export(args: list[str]) -> None:
+    parser = _Parser(prog="lth export", description="Write a round's ticket as a standalone folder.")
+    parser.add_argument("path", type=Path, help="a run directory")
+    parser.add_argument("out", type=Path, help="the folder to create")
+    parser.add_argument("--round", type=int, required=True, help="the round whose ticket to export")
+    parser.add_argument(
+        "--weights", choices=("final", "start"), default="final", help="trained (final) or rewound (start) weights"
+    )
+    parser.add_argument(
+        "--format", choices=("safetensors", "torchscript"), default="safetensors", help="also a TorchScript module"
+    )
+    parsed = parser.parse_args(args)
+    from lth import export as exporting
+
+    card = exporting.export(parsed.path, parsed.round, parsed.out, weights=parsed.weights, fmt=parsed.format)
+    accuracy, density = card["test_accuracy"], card["density"]
+    print(f"wrote {parsed.out}: round {card['round']}, density {density:.2%}, test acc after training {accuracy:.2%}")
+
+
+def _keys(text: str) -> list[str]:
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError("expected config keys such as prune.rate,prune.retrain")
+    return keys
+
+
+def _rounds(text: str) -> list[int]:
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected round numbers such as 0,3,6, not {text!r}") from None
 
 
 def _fail(error: LthError) -> None:

@@ -317,8 +317,8 @@ class Rounds:
         saved = load_state(run_dir, round_index, warn=lambda message: self.display.console.print(message))
         if saved is not None:
             trainer.load_state_dict(saved)
-        elif round_index > 0 and cfg.prune.retrain != "reinit":
-            trainer.step = rewind_step  # retraining goes on from step k: the schedule and data order from there
+        else:
+            trainer.step = first_step(cfg, round_index, trainer.steps_per_epoch)
         every = to_steps(cfg.checkpoint.every, trainer.steps_per_epoch)
         if round_index == 0 and rewind_step == 0:
             self.save_rewind_point()
@@ -357,16 +357,7 @@ class Rounds:
         return metrics
 
     def trainer(self, masks: Masks, round_index: int) -> Trainer:
-        """Pruned rounds train steps k+1..T; fine-tuning at the schedule's final rate, the others on schedule."""
-        cfg, lr_at = self.cfg, None
-        if round_index > 0 and cfg.prune.retrain == "finetune":
-            per_epoch = steps_per_epoch(len(self.dataset.train), cfg.train.batch_size)
-            final_lr = lr_schedule(cfg.train, per_epoch)(per_epoch * cfg.train.epochs - 1)
-
-            def lr_at(step: int) -> float:
-                return final_lr
-
-        return Trainer(self.model, masks, self.dataset, cfg.train, seed=cfg.seed, round_index=round_index, lr_at=lr_at)
+        return round_trainer(self.cfg, self.model, masks, self.dataset, round_index, seed=self.cfg.seed)
 
     def next_masks(self, round_index: int, start: Weights) -> tuple[Masks, list[PruneGroup]]:
         """Round r's masks and the groups they were planned in: round 0 is dense; round r prunes by
@@ -423,6 +414,33 @@ class Rounds:
         """θk, saved once during round 0 (k = prune.rewind_to) and never rewritten."""
         if not is_sealed(self.run_dir, REWIND_FILE):
             seal_tensors(self.run_dir, REWIND_FILE, self.model.state_dict())
+
+
+def round_trainer(
+    cfg: Config, model: nn.Module, masks: Masks, dataset: data.Dataset, round_index: int, *, seed: int
+) -> Trainer:
+    """The Trainer of round r as the driver builds it; `seed` draws its data order, augmentation and dropout
+    (the run's seed in a run; another one gives the same round different SGD noise, see lth.analyze.lmc).
+
+    Pruned rounds train steps k+1..T (`first_step`); fine-tuning at the schedule's final rate, the others on
+    schedule."""
+    lr_at = None
+    if round_index > 0 and cfg.prune.retrain == "finetune":
+        per_epoch = steps_per_epoch(len(dataset.train), cfg.train.batch_size)
+        final_lr = lr_schedule(cfg.train, per_epoch)(per_epoch * cfg.train.epochs - 1)
+
+        def lr_at(step: int) -> float:
+            return final_lr
+
+    return Trainer(model, masks, dataset, cfg.train, seed=seed, round_index=round_index, lr_at=lr_at)
+
+
+def first_step(cfg: Config, round_index: int, per_epoch: int) -> int:
+    """The step a round's training starts from: retraining goes on from the rewind step k (the schedule and data
+    order from there); round 0 and re-initialised rounds start at 0."""
+    if round_index > 0 and cfg.prune.retrain != "reinit":
+        return to_steps(cfg.prune.rewind_to, per_epoch)
+    return 0
 
 
 def _versions() -> dict[str, str]:

@@ -1,12 +1,21 @@
-"""Results of finished rounds: the per-round table and the JSON rows other tools read.
+"""Results of finished rounds: per-round rows, the tables people read, and seed aggregation.
 
 Rows come from the files on disk (round_NN/metrics.json and the config in run.json), so `lth report` shows
 the same numbers for a finished, interrupted or resumed run as the run printed itself.
+
+Runs that differ only by `seed` (and by keys that cannot change results, `lth.config.decides_results`) are one
+*configuration*; the aggregated table gives, per configuration and round, the mean ± sample standard deviation
+over its seeds, as the lottery-ticket papers plot them (Frankle & Carbin 2019 average five trials per point).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +23,9 @@ from rich.table import Table
 
 from lth.checkpoint import RUN_FILE, read_json, round_dir
 from lth.errors import ConfigError
+
+# The metrics aggregated over seeds (the JSON row contract's numbers, see DESIGN.md).
+AGGREGATED = ("density", "test_accuracy", "best_test_accuracy", "early_stop_step")
 
 
 def find_runs(path: Path) -> list[Path]:
@@ -28,10 +40,39 @@ def find_runs(path: Path) -> list[Path]:
 
 def run_rows(run_dir: Path) -> list[dict[str, Any]]:
     """One row per finished round of one run."""
-    from lth.checkpoint import read_run_record
-    from lth.config import from_container
+    return read_run(run_dir).rows
 
-    cfg = from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    return [row for run in find_runs(path) for row in run_rows(run)]
+
+
+@dataclass
+class Run:
+    """One run directory as the report sees it: its flattened config, status and finished rounds."""
+
+    path: Path
+    config: dict[str, Any]  # dotted key -> value (lth.config.flatten)
+    status: str
+    rows: list[dict[str, Any]]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    def history(self, round_index: int) -> list[dict[str, Any]]:
+        """The evaluations of one round (step, accuracies, losses), from its metrics.json."""
+        return read_json(round_dir(self.path, round_index) / "metrics.json").get("history", [])
+
+
+def read_run(run_dir: Path) -> Run:
+    """A run's config and status from run.json, and one row per finished round from its metrics.json files."""
+    from lth.checkpoint import read_run_record
+    from lth.config import flatten, from_container
+
+    record = read_run_record(run_dir)
+    cfg = from_container(record.get("config"), run_dir / RUN_FILE)
+    status = record.get("status", "unknown")
     rows = []
     index = 0
     while (metrics_path := round_dir(run_dir, index) / "metrics.json").is_file():
@@ -44,15 +85,97 @@ def run_rows(run_dir: Path) -> list[dict[str, Any]]:
                 "seed": cfg.seed,
                 "model": cfg.model.name,
                 "dataset": cfg.dataset.name,
+                "status": status,
                 **metrics,
             }
         )
         index += 1
-    return rows
+    return Run(run_dir, flatten(cfg), status, rows)
 
 
-def rows(path: Path) -> list[dict[str, Any]]:
-    return [row for run in find_runs(path) for row in run_rows(run)]
+@dataclass
+class Group:
+    """Runs of one configuration (all keys but the seed, or the `--group-by` keys, equal)."""
+
+    label: dict[str, Any]  # the distinguishing keys and their values in this group
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({run.seed for run in self.runs})
+
+    def name(self) -> str:
+        return ", ".join(f"{key}={_plain(value)}" for key, value in self.label.items()) or "all runs"
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """Per round: n (runs that finished it), and mean/std of each AGGREGATED metric over those runs."""
+        longest = max((len(run.rows) for run in self.runs), default=0)
+        out = []
+        for index in range(longest):
+            members = [run.rows[index] for run in self.runs if len(run.rows) > index]
+            row: dict[str, Any] = {"round": index, "n": len(members), "seeds": sorted(r["seed"] for r in members)}
+            for metric in AGGREGATED:
+                row[metric] = mean_std([r[metric] for r in members if r.get(metric) is not None])
+            out.append(row)
+        return out
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float] | None:
+    """Mean and sample standard deviation (n − 1; 0 for a single value); None for no values."""
+    if not values:
+        return None
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def load_runs(paths: Sequence[Path]) -> list[Run]:
+    """Every run at or under `paths`, once each; ConfigError when none of them has a finished round."""
+    seen: dict[Path, Run] = {}
+    for path in paths:
+        for run_dir in find_runs(path):
+            if run_dir.resolve() in seen:
+                continue
+            seen[run_dir.resolve()] = read_run(run_dir)
+    runs = list(seen.values())
+    if not any(run.rows for run in runs):
+        where = ", ".join(str(p) for p in paths)
+        raise ConfigError(f"{where}: no finished rounds in {len(runs)} run(s) (status: {_statuses(runs)})")
+    return runs
+
+
+def configuration(run: Run) -> dict[str, Any]:
+    """What makes a run's results: its config minus the seed and minus keys that cannot change results."""
+    from lth.config import decides_results
+
+    return {key: value for key, value in run.config.items() if key != "seed" and decides_results(key)}
+
+
+def varying_keys(runs: Sequence[Run]) -> list[str]:
+    """Configuration keys whose values are not the same in every run, in config order."""
+    configs = [configuration(run) for run in runs]
+    keys = list(dict.fromkeys(key for config in configs for key in config))
+    return [key for key in keys if len({_hashable(config.get(key)) for config in configs}) > 1]
+
+
+def group_runs(runs: Sequence[Run], by: Sequence[str] | None = None) -> list[Group]:
+    """Runs grouped by the keys `by` (default: every configuration key that varies), in first-seen order."""
+    if by is None:
+        by = varying_keys(runs)
+    else:
+        known = set().union(*(run.config for run in runs))
+        for key in by:
+            if key not in known:
+                close = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1] or k.startswith(key))
+                hint = f"; did you mean {', '.join(close[:5])}?" if close else " (keys look like prune.rate, seed)"
+                raise ConfigError(f"--group-by {key}: no run under these paths has a config key {key}{hint}")
+    groups: dict[str, Group] = {}
+    for run in runs:
+        label = {key: run.config.get(key) for key in by}
+        groups.setdefault(_hashable(label), Group(label)).runs.append(run)
+    return list(groups.values())
 
 
 def round_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -77,12 +200,128 @@ def round_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     return table
 
 
-def print_report(path: Path, as_json: bool) -> None:
+def aggregate_table(groups: Sequence[Group], title: str | None = None) -> Table:
+    """One row per (configuration, round): the grouping keys, n, and mean ± std over seeds of each metric.
+
+    A configuration with unfinished runs is marked in a `runs` column (how many failed, were interrupted, ...);
+    a run with no finished round appears as a row of its own, so nothing is silently dropped.
+    """
+    table = Table(title=title, title_justify="left")
+    keys = list(groups[0].label) if groups else []
+    for key in keys:
+        table.add_column(key)
+    for header in ("round", "n", "density", "test acc", "best acc", "early-stop step"):
+        table.add_column(header, justify="right")
+    marked = any(run.status != "finished" or not run.rows for group in groups for run in group.runs)
+    if marked:
+        table.add_column("runs", style="bold red")
+    for group in groups:
+        note = [_group_note(group)] if marked else []
+        labels = [_plain(group.label[key]) for key in keys]
+        for row in group.rounds():
+            table.add_row(
+                *labels,
+                str(row["round"]),
+                str(row["n"]),
+                _format(row["density"], percent=True),
+                _format(row["test_accuracy"], percent=True),
+                _format(row["best_test_accuracy"], percent=True),
+                _format(row["early_stop_step"], percent=False),
+                *note,
+            )
+            labels, note = ["" for _ in keys], [""] if marked else []  # name the configuration once
+        for run in group.runs:
+            if not run.rows:
+                table.add_row(*labels, "-", "0", "-", "-", "-", "-", f"{run.path}: no finished rounds ({run.status})")
+                labels = ["" for _ in keys]
+        if group is not groups[-1]:
+            table.add_section()
+    return table
+
+
+def describe(runs: Sequence[Run]) -> str:
+    """`model on dataset, seeds 0, 1` (every model and dataset among the runs)."""
+    models = sorted({str(run.config["model.name"]) for run in runs})
+    datasets = sorted({str(run.config["dataset.name"]) for run in runs})
+    seeds = sorted({run.seed for run in runs})
+    plural = "s" if len(seeds) > 1 else ""
+    return f"{', '.join(models)} on {', '.join(datasets)}, seed{plural} {', '.join(map(str, seeds))}"
+
+
+def json_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """The per-(run, round) rows of `lth report --json`, each with `config`: the keys that vary between runs."""
+    keys = varying_keys(runs)
+    return [{**row, "config": {key: run.config.get(key) for key in keys}} for run in runs for row in run.rows]
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as CSV: nested values flattened to dotted columns (`layer_density.fc1.weight`), lists joined by
+    spaces; columns in first-seen order."""
+    flat = [_flatten_row(row) for row in rows]
+    columns = list(dict.fromkeys(key for row in flat for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return buffer.getvalue()
+
+
+def print_report(
+    runs: Sequence[Run], groups: Sequence[Group], as_json: bool = False, as_csv: bool = False, grouped: bool = False
+) -> None:
+    """Print runs (from `load_runs`, grouped by `group_runs`): JSON or CSV rows, the per-round table of a single
+    run, or the aggregated table; `grouped` (an explicit --group-by) aggregates even a single run."""
     from rich.console import Console
 
     if as_json:
-        print(json.dumps(rows(path), indent=2))
-        return
-    console = Console()
-    for run in find_runs(path):
-        console.print(round_table(run_rows(run), title=str(run)))
+        print(json.dumps(json_rows(runs), indent=2))
+    elif as_csv:
+        print(csv_text(json_rows(runs)), end="")
+    elif len(runs) == 1 and not grouped:
+        run = runs[0]
+        status = "" if run.status == "finished" else f" ({run.status})"
+        Console().print(round_table(run.rows, title=f"{run.path}{status}"))
+    else:
+        title = f"{describe(runs)}: {len(runs)} runs, {len(groups)} configuration(s), mean ± std over seeds"
+        Console().print(aggregate_table(groups, title=title))
+
+
+def _format(stat: dict[str, float] | None, percent: bool) -> str:
+    if stat is None:
+        return "-"
+    spec = ".2%" if percent else ".0f"
+    text = format(stat["mean"], spec)
+    # equal values (density under a layerwise plan, n = 1) need no spread; the n column says how many there were
+    return text if stat["std"] == 0 else f"{text} ± {format(stat['std'], spec)}"
+
+
+def _group_note(group: Group) -> str:
+    counts: dict[str, int] = {}
+    for run in group.runs:
+        if run.status != "finished":
+            counts[run.status] = counts.get(run.status, 0) + 1
+    return ", ".join(f"{count} {status}" for status, count in counts.items())
+
+
+def _statuses(runs: Sequence[Run]) -> str:
+    return ", ".join(sorted({run.status for run in runs}))
+
+
+def _hashable(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _flatten_row(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update(_flatten_row(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            flat[f"{prefix}{key}"] = " ".join(map(str, value))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

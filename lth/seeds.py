@@ -13,6 +13,7 @@ REINIT = 3  # (seed, REINIT, round): fresh initialisation of the random re-initi
 SHUFFLE = 4  # (seed, SHUFFLE, round): the permutation of the shuffle_layer mask control
 SUBSET = 5  # (seed, SUBSET): which training examples `dataset.subset` keeps
 AUGMENT = 6  # (seed, AUGMENT, round, step): the crops and flips of one training batch
+LMC = 7  # (seed, LMC, round): the SGD noise of the second copy in `lth analyze lmc`
 
 
 def derive_seed(*parts: int) -> int:

@@ -112,3 +112,20 @@ def plan(model, cfg, masks, round_index):
     from lth.prune import plan_round
 
     return plan_round(masks, output_layer(model), cfg, round_index)
+
+
+@pytest.fixture(scope="session")
+def sweep_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished sweep made by the real command, shared read-only by the whole session: seeds 0 and 1 ×
+    prune.rate 0.2 and 0.5, 3 rounds each, on 8x8 synthetic images (the results tests' material)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    sweep = folder / "sweep"
+    grid = ["-m", "seed=0,1", "prune.rate=0.2,0.5", "dataset.input_shape=[1,8,8]"]
+    lth("run", *grid, *FAST, f"hydra.sweep.dir={sweep}", cwd=folder)
+    return sweep
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables as a wide terminal shows them: rich wraps cells to $COLUMNS, and tests read whole cells."""
+    monkeypatch.setenv("COLUMNS", "200")

@@ -1,0 +1,160 @@
+"""`lth export`: one round's ticket as a standalone folder, and `load_ticket` to get the model back.
+
+A ticket is Frankle & Carbin's (ICLR 2019) pair of a mask and weights: the round's trained weights (`final`,
+default) or the weights it started from (`start`: the rewind point θk times the mask, the ticket before
+training). The folder holds
+
+    weights.safetensors   the full state dict (pruned weights are exactly zero), loadable without lth
+    mask.safetensors      bool mask per prunable weight
+    card.json             model and dataset config, input shape, class count, densities per layer, nonzero
+                          parameters, dense and sparse multiply-accumulates per example, the round's accuracy and
+                          the `lth run` command that made it
+    model.torchscript.pt  with --format torchscript: a traced module that needs torch only
+
+Inputs are expected normalised as `lth.data.load(dataset, seed)` does (per-channel training-set statistics).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import shlex
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from lth import data, models
+from lth.checkpoint import (
+    RUN_FILE,
+    atomic_write,
+    finished_round,
+    load_tensors,
+    read_json,
+    read_run_record,
+    save_tensors,
+    write_json,
+)
+from lth.config import ModelConfig, from_container, to_container
+from lth.errors import ConfigError
+from lth.prune import density, layer_densities
+
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "weights.safetensors"
+MASK_FILE = "mask.safetensors"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+CARD_FORMAT = 1
+
+
+def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", fmt: str = "safetensors") -> dict:
+    """Write round `round_index` of `run_dir` as a ticket folder `out` (see the module docstring); return the card.
+
+    `out` must not exist or be empty, so an export never mixes two tickets."""
+    if weights not in ("final", "start"):
+        raise ConfigError(f"--weights {weights}: choose final or start")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists and is not an empty folder; choose a new one")
+    record = read_run_record(run_dir)
+    cfg = from_container(record.get("config"), run_dir / RUN_FILE)
+    folder = finished_round(run_dir, round_index)
+    metrics = read_json(folder / "metrics.json")
+    state = load_tensors(folder / f"{weights}.safetensors")
+    masks = load_tensors(folder / "mask.safetensors")
+    # The input shape and class count are the dataset's; reading it is the one sure way for every source.
+    dataset = data.load(cfg.dataset, cfg.seed, torch.device("cpu"))
+    model = models.build(cfg.model, dataset.input_shape, dataset.num_classes)
+    model.load_state_dict(state)
+    dense_macs = multiply_accumulates(model, dataset.input_shape)
+    per_layer = layer_densities(masks)
+    total = sum(value.numel() for value in model.parameters())
+    card = {
+        "format": CARD_FORMAT,
+        "model": to_container(cfg)["model"],
+        "dataset": to_container(cfg)["dataset"],
+        "seed": cfg.seed,
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+        "round": round_index,
+        "weights": weights,
+        "density": density(masks),
+        "layer_density": per_layer,
+        "parameters": total,
+        "nonzero_parameters": total - sum(m.numel() - int(m.sum()) for m in masks.values()),
+        "macs_per_example": {
+            "dense": sum(dense_macs.values()),
+            "sparse": round(sum(macs * per_layer.get(name, 1.0) for name, macs in dense_macs.items())),
+            "per_layer_dense": dense_macs,
+        },
+        # The round's accuracy is that of its trained weights; `start` weights are the untrained ticket.
+        "test_accuracy": metrics["test_accuracy"],
+        "best_test_accuracy": metrics["best_test_accuracy"],
+        "early_stop_step": metrics["early_stop_step"],
+        "source": {"run": str(run_dir.resolve()), "config_hash": record.get("config_hash")},
+        "command": run_command(run_dir),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_tensors(out / WEIGHTS_FILE, state)
+    save_tensors(out / MASK_FILE, masks)
+    if fmt == "torchscript":
+        model.eval()
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():  # torch deprecates TorchScript; it was asked for, and still loads anywhere
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(torch.jit.trace(model, torch.zeros(1, *dataset.input_shape)), buffer)
+        atomic_write(out / TORCHSCRIPT_FILE, buffer.getvalue())
+    elif fmt != "safetensors":
+        raise ConfigError(f"--format {fmt}: choose safetensors or torchscript")
+    write_json(out / CARD_FILE, card)  # last: a folder with a card is a complete ticket
+    return card
+
+
+def load_ticket(path: Path | str, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a ticket folder written by `lth export`, with its weights loaded, in eval mode."""
+    path = Path(path)
+    try:
+        card = read_json(path / CARD_FILE)
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} is not an lth ticket (no readable {CARD_FILE}); write one with lth export") from None
+    fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
+    model = models.build(ModelConfig(**fields), tuple(card["input_shape"]), card["num_classes"])
+    model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
+    return model.to(device).eval()
+
+
+def multiply_accumulates(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates of each prunable (linear or conv) layer for one example, by its weight's name.
+
+    Counted with forward hooks on a copy of the model on the meta device (shapes only, no arithmetic, no
+    memory): each output element of a layer costs one MAC per weight feeding it, i.e. output elements times
+    weight[0].numel() (in_features; in_channels/groups × kernel size). Sparse MACs are these times the layer's
+    density, the count a sparse kernel would do (no real kernel reaches it)."""
+    meta = copy.deepcopy(model).to("meta")
+    prunable = set(models.prunable_weights(meta))
+    names = {module: f"{name}.weight" for name, module in meta.named_modules() if f"{name}.weight" in prunable}
+    counts: dict[str, int] = {}
+
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        per_example = output.numel() // output.shape[0]
+        counts[names[module]] = counts.get(names[module], 0) + per_example * module.weight[0].numel()
+
+    handles = [module.register_forward_hook(hook) for module in names]
+    try:
+        meta.eval()
+        with torch.no_grad():
+            meta(torch.zeros(1, *input_shape, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
+def run_command(run_dir: Path) -> str | None:
+    """The `lth run` command that made a run, from Hydra's record of its overrides (None without one)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    overrides = yaml.safe_load(path.read_text()) or []
+    return shlex.join(["lth", "run", *map(str, overrides)])

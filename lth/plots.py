@@ -1,0 +1,255 @@
+"""Figures of `lth report --plot FILE.png` / `--plot-dir DIR`, in the style of the lottery-ticket papers.
+
+- accuracy vs density: x on a log axis running from 100% down to the sparsest round, as in Frankle & Carbin
+  (ICLR 2019, Figs. 1, 3-5); one line per configuration with error bars over seeds; the dense network (round 0)
+  as a dashed line.
+- early-stop step vs density (Frankle & Carbin's "early-stop iteration", the step of the lowest validation loss).
+- per-layer density per round (how a global or ERK plan spreads the pruning).
+- training curves: test accuracy against the training step of chosen rounds.
+- linear mode connectivity (Frankle et al., ICML 2020): test error along the line between two trainings of a
+  round, from `lth analyze lmc` results where they exist.
+
+matplotlib is imported here only, with the Agg backend (no display needed), so `lth --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lth.checkpoint import atomic_write, read_json
+from lth.errors import ConfigError
+from lth.report import Group, Run, describe
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+LMC_GLOB = "analysis/lmc_round_*.json"
+_DENSITY_TICKS = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def render(
+    groups: Sequence[Group],
+    plot: Path | None = None,
+    plot_dir: Path | None = None,
+    rounds: Sequence[int] | None = None,
+) -> list[Path]:
+    """Draw every figure: all as subplots of one PNG (`plot`) and/or one PNG each in `plot_dir`.
+
+    `rounds` are the rounds whose training curves are drawn (see `check`, which refuses what cannot be drawn).
+    """
+    runs = [run for group in groups for run in group.runs if run.rows]
+    rounds = check(groups, rounds)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = [g for g in groups if any(run.rows for run in g.runs)]
+    figures: list[tuple[str, Callable[[Axes], None]]] = [
+        ("accuracy_vs_density", lambda ax: accuracy_vs_density(ax, drawn)),
+        ("early_stop_vs_density", lambda ax: early_stop_vs_density(ax, drawn)),
+        ("layer_density", lambda ax: layer_density(ax, drawn)),
+        ("training_curves", lambda ax: training_curves(ax, drawn, rounds)),
+    ]
+    if any(_lmc_results(run) for run in runs):
+        figures.append(("lmc", lambda ax: lmc_curves(ax, runs)))
+    title = describe(runs)
+    written = []
+    if plot is not None:
+        columns = 2
+        rows = (len(figures) + columns - 1) // columns
+        fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.8 * rows), squeeze=False)
+        for ax, (_, draw) in zip(axes.flat, figures, strict=False):
+            draw(ax)
+        for ax in list(axes.flat)[len(figures) :]:
+            ax.set_visible(False)
+        fig.suptitle(title, fontsize=14)
+        fig.tight_layout()
+        written.append(_save(fig, plot))
+        plt.close(fig)
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        for name, draw in figures:
+            fig, ax = plt.subplots(figsize=(7.5, 5))
+            draw(ax)
+            fig.suptitle(title, fontsize=11)
+            fig.tight_layout()
+            written.append(_save(fig, plot_dir / f"{name}.png"))
+            plt.close(fig)
+    return written
+
+
+def check(groups: Sequence[Group], rounds: Sequence[int] | None) -> list[int]:
+    """The rounds whose training curves to draw (default: up to four spread over the run), after refusing runs of
+    different models or datasets (their accuracies do not belong on one axis) and rounds no run has."""
+    runs = [run for group in groups for run in group.runs if run.rows]
+    for key, what in (("model.name", "models"), ("dataset.name", "datasets")):
+        values = sorted({str(run.config[key]) for run in runs})
+        if len(values) > 1:
+            raise ConfigError(f"--plot: these runs are of different {what} ({', '.join(values)}); plot them apart")
+    finished = max(len(run.rows) for run in runs)
+    return _check_rounds(rounds, finished) if rounds is not None else _spread(finished)
+
+
+def accuracy_vs_density(ax: Axes, groups: Sequence[Group]) -> None:
+    """Test accuracy (end of round) against density; the dense round as a dashed reference per configuration."""
+    for index, group in enumerate(groups):
+        color = f"C{index % 10}"
+        points = group.rounds()
+        _errorbar(ax, points, "test_accuracy", color, group.name(), scale=100)
+        ax.axhline(points[0]["test_accuracy"]["mean"] * 100, color=color, linestyle="--", linewidth=1, alpha=0.7)
+    ax.plot([], [], color="grey", linestyle="--", label="dense (round 0)")
+    _density_axis(ax, groups)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Test accuracy vs density (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+
+
+def early_stop_vs_density(ax: Axes, groups: Sequence[Group]) -> None:
+    """The step of the lowest validation loss against density (Frankle & Carbin's early-stop iteration)."""
+    for index, group in enumerate(groups):
+        _errorbar(ax, group.rounds(), "early_stop_step", f"C{index % 10}", group.name(), scale=1)
+    _density_axis(ax, groups)
+    ax.set_ylabel("early-stop step")
+    ax.set_title("Early-stop step (lowest validation loss) vs density")
+    ax.legend(fontsize=8)
+
+
+def layer_density(ax: Axes, groups: Sequence[Group]) -> None:
+    """Each prunable layer's density per round (mean over seeds); line style tells configurations apart."""
+    layers = list(
+        dict.fromkeys(name for g in groups for run in g.runs for row in run.rows for name in row["layer_density"])
+    )
+    for index, group in enumerate(groups):
+        style = _LINESTYLES[index % len(_LINESTYLES)]
+        longest = max(len(run.rows) for run in group.runs)
+        for layer_index, layer in enumerate(layers):
+            xs, ys = [], []
+            for round_index in range(longest):
+                values = [
+                    run.rows[round_index]["layer_density"][layer]
+                    for run in group.runs
+                    if len(run.rows) > round_index and layer in run.rows[round_index]["layer_density"]
+                ]
+                if values:
+                    xs.append(round_index)
+                    ys.append(sum(values) / len(values))
+            label = layer if len(groups) == 1 else f"{layer} ({group.name()})"
+            ax.plot(xs, ys, style, marker=".", color=f"C{layer_index % 10}", label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_yscale("log")
+    _log_percent_axis(ax.yaxis, min(min(line.get_ydata(), default=1.0) for line in ax.get_lines()))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_xlabel("round")
+    ax.set_ylabel("weights remaining in the layer (log scale)")
+    ax.set_title("Per-layer density per round")
+    ax.legend(fontsize=7, ncol=2 if len(layers) > 6 else 1)
+
+
+def training_curves(ax: Axes, groups: Sequence[Group], rounds: Sequence[int]) -> None:
+    """Test accuracy against step within each chosen round (mean over seeds at each evaluation)."""
+    for index, group in enumerate(groups):
+        style = _LINESTYLES[index % len(_LINESTYLES)]
+        for colour, round_index in enumerate(rounds):
+            curves = [run.history(round_index) for run in group.runs if len(run.rows) > round_index]
+            if not curves:
+                continue
+            steps = [e["step"] for e in curves[0]]
+            means = [100 * sum(c[i]["test_accuracy"] for c in curves) / len(curves) for i in range(len(steps))]
+            density = group.rounds()[round_index]["density"]["mean"]
+            name = f"round {round_index} ({density:.1%})"
+            ax.plot(
+                steps,
+                means,
+                style,
+                color=f"C{colour % 10}",
+                label=name if len(groups) == 1 else f"{name}, {group.name()}",
+            )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Training curves of chosen rounds")
+    ax.legend(fontsize=8)
+
+
+def lmc_curves(ax: Axes, runs: Sequence[Run]) -> None:
+    """Test error along the line between two trainings of a round (`lth analyze lmc`), one line per result."""
+    for run in runs:
+        for result in _lmc_results(run):
+            alphas = [p["alpha"] for p in result["points"]]
+            errors = [100 * p["test_error"] for p in result["points"]]
+            label = (
+                f"seed {run.seed}, round {result['round']} ({result['density']:.1%}): barrier {result['barrier']:.2%}"
+            )
+            ax.plot(alphas, errors, marker="o", markersize=3, label=label)
+    ax.set_xlabel("interpolation α (0: first copy, 1: second copy)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title("Linear mode connectivity (Frankle et al. 2020)")
+    ax.legend(fontsize=8)
+
+
+def _errorbar(ax: Axes, points: list[dict[str, Any]], metric: str, color: str, label: str, scale: float) -> None:
+    kept = [p for p in points if p[metric] is not None]
+    ax.errorbar(
+        [p["density"]["mean"] for p in kept],
+        [p[metric]["mean"] * scale for p in kept],
+        yerr=[p[metric]["std"] * scale for p in kept],
+        color=color,
+        marker="o",
+        markersize=4,
+        capsize=3,
+        label=label,
+    )
+
+
+def _density_axis(ax: Axes, groups: Sequence[Group]) -> None:
+    """Log-scaled density running from 100% down to the sparsest round (Frankle & Carbin's x axis)."""
+    lowest = min(row["density"] for g in groups for run in g.runs for row in run.rows)
+    ax.set_xscale("log")
+    ax.set_xlim(1.05, lowest / 1.15)  # reversed: pruning proceeds to the right
+    _log_percent_axis(ax.xaxis, lowest)
+    ax.set_xlabel("weights remaining (density, log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _log_percent_axis(axis: Any, lowest: float) -> None:
+    """Ticks at 100%, 50%, 20%, 10%, ... down to `lowest`, labelled as percentages."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    axis.set_major_locator(FixedLocator([t for t in _DENSITY_TICKS if t >= lowest / 1.15] or [1.0]))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value * 100:.3g}%"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _lmc_results(run: Run) -> list[dict[str, Any]]:
+    return [read_json(path) for path in sorted(run.path.glob(LMC_GLOB))]
+
+
+def _spread(finished: int) -> list[int]:
+    """Up to four rounds spread evenly from the dense round to the last one."""
+    count = min(4, finished)
+    return sorted({round(i * (finished - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def _check_rounds(rounds: Sequence[int], finished: int) -> list[int]:
+    missing = [r for r in rounds if not 0 <= r < finished]
+    if missing:
+        raise ConfigError(
+            f"--rounds {','.join(map(str, missing))}: no such round; these runs have rounds 0..{finished - 1}"
+        )
+    return list(rounds)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue())
+    return path
