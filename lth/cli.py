@@ -127,7 +127,9 @@ def resume(args: list[str]) -> None:
         description="Continue stopped runs from their newest intact state; extend them with prune.rounds=N.",
     )
     parser.add_argument("path", type=Path, help="a run directory, or a folder of runs such as a sweep")
-    parser.add_argument("overrides", nargs="*", help="only prune.rounds, ui.* and checkpoint.* (others need --force)")
+    parser.add_argument(
+        "overrides", nargs="*", help="only prune.rounds, ui.*, checkpoint.* and logger (others need --force)"
+    )
     parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
     from lth import imp

@@ -39,9 +39,10 @@ CONTROLS = ("none", "shuffle_layer", "invert", "signed_constant")
 RETRAIN = ("rewind", "lr_rewind", "finetune", "reinit")
 LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("32", "bf16", "fp16")
+LOGGERS = ("none", "tensorboard")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
 # Keys that may change when a run is resumed: they do not change any result.
-RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.")
+RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger")
 
 
 @dataclass
@@ -145,6 +146,7 @@ class Config:
     ui: UIConfig = field(default_factory=UIConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    logger: str = "none"  # none | tensorboard (event files in <run>/tensorboard/); metrics.jsonl is always written
 
 
 def register_configs() -> None:
@@ -309,6 +311,17 @@ def validate(cfg: Config) -> None:
     _require(0 <= cfg.seed < 2**63, "seed", cfg.seed, "an integer with 0 <= seed < 2**63")
     models.check_name(cfg.model)
     _require_choice("dataset.name", cfg.dataset.name, data.names())
+    _require_choice("logger", cfg.logger, LOGGERS)
+    if cfg.logger == "tensorboard":
+        import importlib.util
+
+        installed = importlib.util.find_spec("tensorboard") is not None
+        _require(
+            installed,
+            "logger",
+            cfg.logger,
+            "none unless the tensorboard package is installed (pip install tensorboard)",
+        )
     device_ok = cfg.device in DEVICES or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit())
     _require(device_ok, "device", cfg.device, "auto, cpu, cuda or cuda:N")
     _require(0 <= cfg.prune.rate < 1, "prune.rate", cfg.prune.rate, "a fraction with 0 <= rate < 1")

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from lth import checks, config, data, models
+from lth import checks, config, data, loggers, models
 from lth.checkpoint import (
     FORMAT_VERSION,
     INIT_FILE,
@@ -225,7 +225,7 @@ def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path
     if refused and not force:
         described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
         raise ConfigError(
-            f"resume would change {described}; only prune.rounds, ui.* and checkpoint.* may change "
+            f"resume would change {described}; only prune.rounds, ui.*, checkpoint.* and logger may change "
             "(add --force to change anyway; it is recorded in run.json)"
         )
     preflight(cfg)
@@ -353,6 +353,7 @@ class Rounds:
         }
         final = model.state_dict()
         publish_round(run_dir, round_index, {"mask": masks, "start": start_state, "final": final}, metrics)
+        loggers.round_published(run_dir, round_index, cfg.logger)
         clear_states(run_dir)
         return metrics
 

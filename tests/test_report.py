@@ -9,7 +9,7 @@ import shutil
 import statistics
 
 import pytest
-from conftest import lth_in_process, lth_ok
+from conftest import FAST, lth_in_process, lth_ok
 
 from lth.report import group_runs, load_runs
 
@@ -127,3 +127,24 @@ def test_bad_report_input_is_one_line_exit_2(sweep_template, tmp_path, capsys):
         code, out, err = lth_in_process(*args, capsys=capsys)
         assert code == 2 and not out and err.startswith("lth: error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "p").exists()
+
+
+def test_metrics_jsonl_and_tensorboard_hold_every_published_evaluation(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    lth_ok("run", *FAST, "prune.rounds=1", "logger=tensorboard", f"hydra.run.dir={run_dir}", capsys=capsys)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads((run_dir / f"round_{r:02d}" / "metrics.json").read_text()) for r in (0, 1)]
+    evaluations = [line for line in lines if line["kind"] == "evaluation"]
+    assert [(e["round"], e["step"]) for e in evaluations] == [
+        (m["round"], e["step"]) for m in metrics for e in m["history"]
+    ]
+    assert [line["test_accuracy"] for line in lines if line["kind"] == "round"] == [m["test_accuracy"] for m in metrics]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    summary = events.Scalars("rounds/test_accuracy")
+    assert [s.step for s in summary] == [0, 1]
+    assert [s.value for s in summary] == pytest.approx([m["test_accuracy"] for m in metrics])
+    curve = events.Scalars("round_01/test_accuracy")
+    assert [s.step for s in curve] == [e["step"] for e in metrics[1]["history"]]

@@ -147,8 +147,8 @@ def test_resume_extends_a_finished_run_and_refuses_other_changes(fast_run, tmp_p
     code, _, err = lth_in_process("resume", str(fast_run), "prune.rate=0.3", "train.epochs=2", capsys=capsys)
     assert code == 2
     assert err.strip() == (
-        "lth: error: resume would change prune.rate (0.2 -> 0.3), train.epochs (1 -> 2); only prune.rounds, ui.* "
-        "and checkpoint.* may change (add --force to change anyway; it is recorded in run.json)"
+        "lth: error: resume would change prune.rate (0.2 -> 0.3), train.epochs (1 -> 2); only prune.rounds, ui.*, "
+        "checkpoint.* and logger may change (add --force to change anyway; it is recorded in run.json)"
     )
     lth_ok("resume", str(fast_run), "prune.rounds=4", capsys=capsys)
     rows = json.loads(lth_ok("report", str(fast_run), "--json", capsys=capsys))
