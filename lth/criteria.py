@@ -86,7 +86,7 @@ class Scoring:
             order = torch.randperm(len(members), generator=self.generator)
             picked.append(members[order[: self.cfg.score_examples_per_class]])
         chosen = torch.cat(picked).to(labels.device)
-        return self.data.train.x[chosen], labels[chosen]
+        return self.data.train.inputs(chosen), labels[chosen]
 
     def _snip(self) -> Scores:
         network, weights = self._network_at_start(self.masks)
@@ -129,7 +129,7 @@ class Scoring:
             for value in network.state_dict().values():
                 value.abs_()
         weights = {name: w for name, w in prunable_weights(network).items() if name in masks}
-        ones = torch.ones(1, *self.data.input_shape, dtype=torch.float64, device=self.data.train.x.device)
+        ones = torch.ones(1, *self.data.input_shape, dtype=torch.float64, device=self.data.train.y.device)
         network(ones).sum().backward()
         return {name: (weight.grad * weight).abs().detach().float() for name, weight in weights.items()}
 

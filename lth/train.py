@@ -119,7 +119,7 @@ def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     loss_sum = torch.zeros((), device=split.y.device)
     correct = torch.zeros((), device=split.y.device, dtype=torch.long)
     for start in range(0, len(split), EVAL_BATCH_SIZE):
-        logits = model(split.x[start : start + EVAL_BATCH_SIZE])
+        logits = model(split.inputs(slice(start, start + EVAL_BATCH_SIZE)))
         labels = split.y[start : start + EVAL_BATCH_SIZE]
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
@@ -211,7 +211,7 @@ class Trainer:
             correct_sum = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             for batch in order.split(cfg.batch_size)[done_in_epoch:]:
-                x, y = data.train.x[batch], data.train.y[batch]
+                x, y = data.train.inputs(batch), data.train.y[batch]
                 if data.augment is not None:  # seeded by the step, so a resumed round redraws the same crops
                     x = data.augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
                 if cfg.channels_last and x.dim() == 4:

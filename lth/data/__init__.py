@@ -9,7 +9,7 @@ an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -24,11 +24,26 @@ Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 @dataclass(frozen=True)
 class Split:
-    x: Tensor  # float images, normalised, shape (N, *input_shape)
+    """Examples as decoded (uint8 images stay uint8: a quarter of the memory on the device), normalised batch
+    by batch when read with `inputs`."""
+
+    images: Tensor  # shape (N, *input_shape), as the source decoded them, on the training device
     y: Tensor  # int64 labels, shape (N,)
+    # training-set statistics (per channel for images), broadcastable to one example; unset: inputs used as they are
+    mean: Tensor = field(default_factory=lambda: torch.tensor(0.0))
+    std: Tensor = field(default_factory=lambda: torch.tensor(1.0))
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def inputs(self, index: Tensor | slice) -> Tensor:
+        """The normalised float inputs of the examples at `index`."""
+        return (self.images[index].float() - self.mean) / self.std
+
+    @property
+    def x(self) -> Tensor:
+        """Every example normalised (a float copy of the whole split: for analysis and tests, not training)."""
+        return self.inputs(slice(None))
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        return tuple(self.train.images.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -101,10 +116,10 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     mean, std = train_x.mean(per_channel, keepdim=True)[0], train_x.std(per_channel, keepdim=True)[0]
 
     def split(x: Tensor, y: Tensor) -> Split:
-        return Split(((x.float() - mean) / std).to(device), y.long().to(device))
+        return Split(x.to(device), y.long().to(device), mean.to(device), std.to(device))
 
     return Dataset(
-        train=split(train_x, raw.train_y[train_idx]),
+        train=split(raw.train_x[train_idx], raw.train_y[train_idx]),
         val=split(raw.train_x[val_idx], raw.train_y[val_idx]) if cfg.val_size else None,
         test=split(raw.test_x, raw.test_y),
         num_classes=raw.num_classes,
