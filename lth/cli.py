@@ -1,8 +1,8 @@
 """The `lth` command: `run` hands its arguments to Hydra; `resume` and `report` take a run directory.
 
-`lth run` composes and validates the config of every job (all of a `-m` sweep's jobs) and checks that the
-data can be found before Hydra creates any output directory, so bad input costs one line on stderr, exit
-code 2 and nothing on disk.
+`lth run` composes and validates the config of every job (all of a `-m` sweep's jobs, those an experiment
+preset sweeps under `hydra.sweeper.params` included) and checks that the data can be found before Hydra creates
+any output directory, so bad input costs one line on stderr, exit code 2 and nothing on disk.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(args: list[str]) -> None:
-    from lth import config
+    from lth import config, distributed
 
+    distributed.init()  # under torchrun: join the other ranks before anything else
+    if distributed.world_size() > 1:
+        args = [*args, *distributed.shared_output_dirs(args)]
     flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}  # --cfg=job counts as --cfg
     recipe = config.recipe_overrides([a for a in args if not a.startswith("-")])
     args = [*recipe, *args]
@@ -78,10 +81,11 @@ def run(args: list[str]) -> None:
         _validate_jobs(args)
         if recipe:
             print(f"lth: the model's recipe: {' '.join(recipe)} (choose others on the command line)")
-    from lth import hydra_app
+    from lth import hydra_app, sweeps
 
     sys.argv = ["lth run", *args]
     hydra_app.main()
+    sweeps.raise_for_failures()  # a sweep runs every job; failed ones are named once all have run
 
 
 def _validate_jobs(args: list[str]) -> None:
