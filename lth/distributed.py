@@ -92,12 +92,12 @@ def shared_output_dirs(overrides: Iterable[str]) -> list[str]:
     """Hydra overrides that put every rank in rank 0's run (or sweep) directory.
 
     Hydra names directories after the time it starts, which differs between ranks by a second now and then;
-    rank 0's time is sent to all. Ranks other than 0 also leave Hydra's `.hydra/` record to rank 0.
+    rank 0's time is sent to all. Ranks other than 0 also leave Hydra's `.hydra/` record and log lines to rank 0.
     """
     stamp = [datetime.now().strftime("%Y-%m-%d/%H-%M-%S")]
     dist.broadcast_object_list(stamp, src=0)
     given = {override.partition("=")[0] for override in overrides}
     defaults = {"hydra.run.dir": "outputs", "hydra.sweep.dir": "multirun"}  # Hydra's, with rank 0's time
     extra = [f"{key}={base}/{stamp[0]}" for key, base in defaults.items() if key not in given]
-    return extra if is_main() else [*extra, "hydra.output_subdir=null"]
+    return extra if is_main() else [*extra, "hydra.output_subdir=null", "hydra/hydra_logging=disabled"]
 

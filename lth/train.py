@@ -5,7 +5,8 @@ at zero, their gradient is zero, so SGD's momentum and Adam's moments for them s
 update (weight decay of a zero weight is zero too). The end-of-round checks in `lth.checks` prove it.
 
 The data order of each epoch is drawn from a generator seeded by (seed, round, epoch) (see lth.seeds), so it can be
-recomputed from the step count alone: a mid-round resume needs no sampler state.
+recomputed from the step count alone: a mid-round resume needs no sampler state. Under torchrun every rank draws
+the same global batches and trains on its slice of each (lth.distributed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lth import distributed
 from lth.config import DURATION, TrainConfig
 from lth.data import Dataset, Split
 from lth.errors import RunFailed
@@ -202,10 +204,13 @@ class Trainer:
                 x, y = data.train.x[batch], data.train.y[batch]
                 if data.augment is not None:  # seeded by the step, so a resumed round redraws the same crops
                     x = data.augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
+                global_batch = len(y)
+                x, y = distributed.shard(x), distributed.shard(y)  # under torchrun: this rank's slice
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 self.optimizer.zero_grad(set_to_none=False)
                 loss.backward()
+                distributed.sum_gradients(model, len(y) / global_batch)  # before masking: every rank masks alike
                 for weight, mask in self.masked:
                     weight.grad.mul_(mask)
                 lr = self.lr_at(self.step)
