@@ -100,4 +100,3 @@ def shared_output_dirs(overrides: Iterable[str]) -> list[str]:
     defaults = {"hydra.run.dir": "outputs", "hydra.sweep.dir": "multirun"}  # Hydra's, with rank 0's time
     extra = [f"{key}={base}/{stamp[0]}" for key, base in defaults.items() if key not in given]
     return extra if is_main() else [*extra, "hydra.output_subdir=null", "hydra/hydra_logging=disabled"]
-

@@ -118,7 +118,8 @@ def update_job(**fields: Any) -> None:
 
 def raise_for_failures() -> None:
     """After `lth run -m`: RunFailed naming every job of this process's sweeps that did not finish."""
-    for sweep_dir in _started:
+    while _started:
+        sweep_dir = _started.pop()
         record = read_json(sweep_dir / SWEEP_FILE)
         unfinished = [job for job in record["jobs"] if job["status"] != "finished"]
         if unfinished:
