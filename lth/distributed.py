@@ -27,12 +27,14 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 def init() -> None:
     """Join torchrun's process group (rank, world size and rendezvous come from its environment variables).
 
-    Gloo reduces CPU tensors and NCCL CUDA ones; with CUDA each rank takes the GPU of its LOCAL_RANK.
+    Gloo reduces CPU tensors and NCCL CUDA ones; each rank takes the GPU of its LOCAL_RANK, so start at most one
+    rank per GPU (with more ranks than GPUs they train on the CPU: `device=cpu`).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
         dist.init_process_group("cpu:gloo,cuda:nccl")
     else:
         dist.init_process_group("gloo")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ TOLERANCE = 5e-5  # measured: at most ~1e-5 apart after two rounds (summation or
 def test_two_ranks_train_the_weights_one_process_trains(tmp_path, capsys):
     ranks, single = tmp_path / "ranks", tmp_path / "single"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "lth", "run"]
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # this checkout's lth in every rank
     result = subprocess.run(
         [*command, *UNEVEN, f"hydra.run.dir={ranks}"],
         cwd=tmp_path,
