@@ -27,14 +27,13 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 def init() -> None:
     """Join torchrun's process group (rank, world size and rendezvous come from its environment variables).
 
-    Gloo reduces CPU tensors and NCCL CUDA ones; each rank takes the GPU of its LOCAL_RANK, so start at most one
-    rank per GPU (with more ranks than GPUs they train on the CPU: `device=cpu`).
+    Gloo reduces CPU tensors and NCCL CUDA ones. When the node has a GPU for each of its ranks, each rank takes the
+    GPU of its LOCAL_RANK; otherwise no rank uses NCCL (all must agree) and the ranks train with `device=cpu`.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if local_rank < torch.cuda.device_count():
-        torch.cuda.set_device(local_rank)
+    if torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", "1")):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("cpu:gloo,cuda:nccl")
     else:
         dist.init_process_group("gloo")
