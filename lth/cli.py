@@ -113,8 +113,9 @@ def resume(args: list[str]) -> None:
     parser.add_argument("overrides", nargs="*", help="only prune.rounds, ui.* and checkpoint.* (others need --force)")
     parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
-    from lth import imp
+    from lth import distributed, imp
 
+    distributed.init()  # `torchrun ... -m lth resume DIR` continues a data-parallel run
     imp.resume(parsed.path, parsed.overrides, force=parsed.force)
 
 
