@@ -209,7 +209,7 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
     Every run is checked before any of them continues, so a refused change or a damaged run stops the whole
     command before anything is written.
     """
-    console = console or Console()
+    console = console or Console(quiet=not distributed.is_main())
     runs = find_runs(path)
     planned = [_plan_resume(run_dir, overrides, force) for run_dir in runs]
     for run_dir, cfg, changes in planned:
