@@ -5,7 +5,8 @@ place, so a reader never sees half a file. A round is assembled in a hidden `.ro
 published by one rename to `round_NN/`: a round directory either holds everything or does not exist, and a
 published round is never rewritten. Round tensors are safetensors files; in-progress training states are
 `torch.save` files read back with `weights_only=True` (no arbitrary unpickling). Every round and every state
-carries SHA-256 checksums, so a truncated or corrupted file is named instead of being read.
+carries SHA-256 checksums, so a truncated or corrupted file is named instead of being read. Under torchrun only
+rank 0 writes (`main_only`) or locks; the other ranks read what it wrote after a barrier (lth.distributed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from lth.distributed import is_main, main_only
 from lth.errors import ConfigError, RunFailed
 
 FORMAT_VERSION = 1  # of the outputs tree; a run written in another format is not resumed
@@ -82,6 +84,7 @@ def finished_rounds(run_dir: Path) -> int:
     return count
 
 
+@main_only
 def publish_round(
     run_dir: Path, round_index: int, tensors: dict[str, dict[str, Tensor]], metrics: dict[str, Any]
 ) -> Path:
@@ -129,6 +132,7 @@ def verify_round(run_dir: Path, round_index: int) -> Path:
     return folder
 
 
+@main_only
 def seal_tensors(run_dir: Path, name: str, tensors: dict[str, Tensor]) -> None:
     """Save a run-level tensor file (θ0, θk) and then record its checksum: until then it does not count."""
     path = run_dir / name
@@ -161,6 +165,7 @@ def _require_intact(path: Path, digest: str | None) -> None:
         raise RunFailed(f"{path} is missing or corrupted (its SHA-256 does not match {CHECKSUM_FILE})")
 
 
+@main_only
 def save_state(run_dir: Path, round_index: int, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write an in-progress training state with its checksum; keep only the newest `keep` of the round."""
     folder = run_dir / STATE_DIR
@@ -195,6 +200,7 @@ def load_state(run_dir: Path, round_index: int, warn: Callable[[str], None]) -> 
     return None
 
 
+@main_only
 def clear_states(run_dir: Path) -> None:
     """Drop in-progress states once their round is published (they can never be needed again)."""
     shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
@@ -217,6 +223,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     can never block a resume and two processes can never both hold it. The file names the holder for the error
     message.
     """
+    if not is_main():  # the other ranks of a torchrun job work under rank 0's lock
+        yield
+        return
     path = run_dir / LOCK_FILE
     while True:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -271,6 +280,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record
 
 
+@main_only
 def update_run_record(run_dir: Path, **fields: Any) -> dict[str, Any]:
     """Merge fields into run.json (created if missing) and stamp the update time."""
     path = run_dir / RUN_FILE

@@ -1,9 +1,9 @@
 """The `lth` command: `run` hands its arguments to Hydra; `resume`, `report`, `analyze` and `export` take run
 directories.
 
-`lth run` composes and validates the config of every job (all of a `-m` sweep's jobs) and checks that the
-data can be found before Hydra creates any output directory, so bad input costs one line on stderr, exit
-code 2 and nothing on disk.
+`lth run` composes and validates the config of every job (all of a `-m` sweep's jobs, those an experiment
+preset sweeps under `hydra.sweeper.params` included) and checks that the data can be found before Hydra creates
+any output directory, so bad input costs one line on stderr, exit code 2 and nothing on disk.
 """
 
 from __future__ import annotations
@@ -90,8 +90,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(args: list[str]) -> None:
-    from lth import config
+    from lth import config, distributed
 
+    distributed.init()  # under torchrun: join the other ranks before anything else
+    if distributed.world_size() > 1:
+        args = [*args, *distributed.shared_output_dirs(args)]
     flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}  # --cfg=job counts as --cfg
     recipe = config.recipe_overrides([a for a in args if not a.startswith("-")])
     args = [*recipe, *args]
@@ -99,10 +102,11 @@ def run(args: list[str]) -> None:
         _validate_jobs(args)
         if recipe:
             print(f"lth: the model's recipe: {' '.join(recipe)} (choose others on the command line)")
-    from lth import hydra_app
+    from lth import hydra_app, sweeps
 
     sys.argv = ["lth run", *args]
     hydra_app.main()
+    sweeps.raise_for_failures()  # a sweep runs every job; failed ones are named once all have run
 
 
 def _validate_jobs(args: list[str]) -> None:
@@ -132,8 +136,9 @@ def resume(args: list[str]) -> None:
     )
     parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
-    from lth import imp
+    from lth import distributed, imp
 
+    distributed.init()  # `torchrun ... -m lth resume DIR` continues a data-parallel run
     imp.resume(parsed.path, parsed.overrides, force=parsed.force)
 
 

@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -285,23 +285,55 @@ def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     }
 
 
-def expand_sweep(overrides: Sequence[str]) -> Iterator[list[str]]:
-    """The override list of each job of a `-m` sweep (cartesian product, as Hydra's basic sweeper does)."""
+@dataclass
+class SweepGrid:
+    """The jobs of a `-m` sweep, numbered as Hydra's basic sweeper numbers them (job i runs `jobs[i]`)."""
+
+    swept: dict[str, list[str]]  # each swept key and its values, in the order Hydra varies them
+    base: list[str]  # the overrides every job shares
+    jobs: list[list[str]]  # each job's overrides
+
+
+def sweep_grid(overrides: Sequence[str], params: dict[str, Any] | None = None) -> SweepGrid:
+    """The grid Hydra's basic sweeper runs for command-line `overrides` and `hydra.sweeper.params` (a preset's
+    sweep): params first, then the command line, a key given twice keeping its first place and its last value;
+    the jobs are the cartesian product in that order."""
+    lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(overrides)
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-        choices = [
-            [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-            if o.is_sweep_override()
-            else [o.input_line]
-            for o in parsed
-        ]
+        parsed = OverridesParser.create().parse_overrides(lines)
+        choices: dict[str, list[str]] = {}
+        for override in parsed:
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                choices[key] = [override.input_line]
     except HydraException as error:
         raise ConfigError(
-            f"cannot check the sweep {' '.join(overrides)} up front: {_explain(error)} "
+            f"cannot check the sweep {' '.join(lines)} up front: {_explain(error)} "
             "(lth expands value lists and range(); glob() and interval() need a sweeper plugin)"
         ) from None
-    for combination in itertools.product(*choices):
-        yield list(combination)
+    swept = {key: [c.partition("=")[2] for c in values] for key, values in choices.items() if len(values) > 1}
+    base = [values[0] for key, values in choices.items() if len(values) == 1]
+    return SweepGrid(swept, base, [list(job) for job in itertools.product(*choices.values())])
+
+
+def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
+    """The override list of each job of `lth run -m OVERRIDES`, sweeps defined by a preset's
+    `hydra.sweeper.params` included (Hydra reads them from the config composed without the swept overrides)."""
+    grid = sweep_grid(overrides)
+    return sweep_grid(overrides, sweeper_params(grid.base)).jobs
+
+
+def sweeper_params(overrides: Sequence[str]) -> dict[str, Any]:
+    """`hydra.sweeper.params` of the config composed with `overrides` (what an experiment preset sweeps)."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_explain(error)) from None
+    params = composed.hydra.sweeper.get("params")
+    return dict(OmegaConf.to_container(params)) if params else {}
 
 
 def validate(cfg: Config) -> None:

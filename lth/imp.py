@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from lth import checks, config, data, loggers, models
+from lth import checks, config, data, distributed, loggers, models
 from lth.checkpoint import (
     FORMAT_VERSION,
     INIT_FILE,
@@ -46,7 +46,7 @@ from lth.checkpoint import (
 )
 from lth.config import Config, config_hash
 from lth.criteria import Scoring, shuffle_within_layers, signed_constant
-from lth.errors import ConfigError, Interrupted, RunFailed
+from lth.errors import ConfigError, Interrupted
 from lth.models import output_layer, prunable_weights
 from lth.prune import (
     Masks,
@@ -140,9 +140,10 @@ def run(
 
     `changes` are the config keys a resume changed (old, new), recorded in run.json; a run whose results-
     determining config differs from the one it started with is refused unless such changes were allowed.
-    `new_run` (from `lth run`) refuses a directory that already holds a run.
+    `new_run` (from `lth run`) refuses a directory that already holds a run. Under torchrun every rank calls
+    this; rank 0 alone writes and prints (see lth.distributed).
     """
-    console = console or Console()
+    console = console or Console(quiet=not distributed.is_main())
     with run_lock(run_dir):
         if new_run and (run_dir / RUN_FILE).exists():
             raise ConfigError(f"{run_dir} already holds a run; continue it with: lth resume {run_dir}")
@@ -154,13 +155,12 @@ def run(
         model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
         _check_rewind_point(cfg, dataset)
         _check_pruning_targets(cfg, model)
+        first = finished_rounds(run_dir)
+        distributed.barrier()  # every rank has looked at the directory before rank 0 writes to it
         if not is_sealed(run_dir, INIT_FILE):
             seal_tensors(run_dir, INIT_FILE, model.state_dict())
-        init = load_sealed(run_dir, INIT_FILE, str(device))
         if changes and any(config.decides_results(key) for key in changes):
             clear_states(run_dir)  # a state trained under the old settings must not continue under the new
-
-        first = finished_rounds(run_dir)
         event = {"event": "resumed" if record else "started", "time": now()}
         update_run_record(
             run_dir,
@@ -174,12 +174,15 @@ def run(
             versions=_versions(),
             events=[*(record or {}).get("events", []), {**event, **({"changes": changes} if changes else {})}],
         )
+        distributed.barrier()  # θ0 is on disk for every rank to read
+        init = load_sealed(run_dir, INIT_FILE, str(device))
         with StopSignals() as stop, RunDisplay(live=cfg.ui.progress, console=console) as display:
             rounds = Rounds(cfg, run_dir, model, dataset, init, display, stop)
             try:
                 for round_index in range(first, cfg.prune.rounds + 1):
                     row = rounds.run_round(round_index)
                     update_run_record(run_dir, rounds_finished=round_index + 1)
+                    distributed.barrier()  # round r is on disk before any rank reads it to prune round r+1
                     display.finish_round(row)
                     if stop.received and round_index < cfg.prune.rounds:
                         raise Interrupted(f"stopped after round {round_index}")
@@ -191,7 +194,7 @@ def run(
                     soft_wrap=True,
                 )
                 raise SystemExit(Interrupted.exit_code) from None
-            except RunFailed:
+            except Exception:  # divergence, a broken invariant or a crash: the finished rounds stay as they are
                 update_run_record(run_dir, status="failed")
                 raise
         update_run_record(run_dir, status="finished")
@@ -206,7 +209,7 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
     Every run is checked before any of them continues, so a refused change or a damaged run stops the whole
     command before anything is written.
     """
-    console = console or Console()
+    console = console or Console(quiet=not distributed.is_main())
     runs = find_runs(path)
     planned = [_plan_resume(run_dir, overrides, force) for run_dir in runs]
     for run_dir, cfg, changes in planned:
@@ -216,20 +219,45 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
         run(cfg, run_dir, console, changes=changes)
 
 
+def run_or_continue(cfg: Config, run_dir: Path, console: Console | None = None) -> list[dict[str, Any]]:
+    """A sweep job's run: a new one, or the job's own run continued as `lth resume` would when `run_dir` already
+    holds a run of the same results-determining config (a requeued cluster job lands in the directory it left;
+    the same sweep started again finishes what is unfinished). A run of another config there is refused."""
+    if not (run_dir / RUN_FILE).exists():
+        return run(cfg, run_dir, console, new_run=True)
+    changes, refused = _changes(_saved_config(run_dir), cfg)
+    if refused:
+        raise ConfigError(
+            f"{run_dir} holds a run of another config ({refused}); give this sweep its own hydra.sweep.dir"
+        )
+    return run(cfg, run_dir, console, changes=changes)
+
+
 def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path, Config, dict[str, Any]]:
     """The config a run continues with and the keys it changes, after every check that needs no lock."""
-    saved = config.from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
+    saved = _saved_config(run_dir)
     cfg = config.with_overrides(saved, overrides)
-    changes = config.changed_keys(saved, cfg)
-    refused = [key for key in changes if config.decides_results(key)]
+    changes, refused = _changes(saved, cfg)
     if refused and not force:
-        described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
         raise ConfigError(
-            f"resume would change {described}; only prune.rounds, ui.*, checkpoint.* and logger may change "
+            f"resume would change {refused}; only prune.rounds, ui.*, checkpoint.* and logger may change "
             "(add --force to change anyway; it is recorded in run.json)"
         )
     preflight(cfg)
-    return run_dir, cfg, {key: list(change) for key, change in changes.items()}
+    return run_dir, cfg, changes
+
+
+def _saved_config(run_dir: Path) -> Config:
+    return config.from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
+
+
+def _changes(saved: Config, cfg: Config) -> tuple[dict[str, list[Any]], str]:
+    """The keys `cfg` changes from a run's saved config ({key: [old, new]}), and those that would change its
+    results described for an error message ("" when there are none)."""
+    changes = config.changed_keys(saved, cfg)
+    refused = [key for key in changes if config.decides_results(key)]
+    described = ", ".join(f"{key} ({changes[key][0]} -> {changes[key][1]})" for key in refused)
+    return {key: list(change) for key, change in changes.items()}, described
 
 
 def _check_rewind_point(cfg: Config, dataset: data.Dataset) -> None:
@@ -262,7 +290,9 @@ class StopSignals:
     """Ctrl-C and SIGTERM (cluster pre-emption) ask the run to stop at the next step, after saving its state.
 
     A second signal stops at once (KeyboardInterrupt). Handlers can only be set from the main thread; a launcher
-    that runs jobs in worker threads keeps its own handling.
+    that runs jobs in worker threads keeps its own handling. SIGUSR2, submitit's notice that a SLURM job nears
+    its time limit, stops the run the same way when a handler for it is installed (submitit's), and is passed on
+    to that handler once the state is saved: it requeues the job, whose rerun continues the run.
     """
 
     def __init__(self) -> None:
@@ -271,13 +301,18 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            handled = [signal.SIGINT, signal.SIGTERM]
+            if callable(signal.getsignal(signal.SIGUSR2)):
+                handled.append(signal.SIGUSR2)
+            for signum in handled:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if kind is not None and self.received == signal.SIGUSR2 and signal.SIGUSR2 in self._previous:
+            signal.raise_signal(signal.SIGUSR2)  # the run stopped early: now the requeue
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.received is not None:

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from lth.checkpoint import atomic_write, read_json, round_dir
+from lth.distributed import main_only
 
 JSONL_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _SUMMARY = ("density", "test_accuracy", "best_test_accuracy", "early_stop_step", "early_stop_test_accuracy")
 
 
+@main_only  # under torchrun only rank 0 writes
 def round_published(run_dir: Path, round_index: int, logger: str) -> None:
     rounds = _published(run_dir)
     lines = [json.dumps(line) for metrics in rounds for line in _lines(metrics)]

@@ -5,7 +5,8 @@ at zero, their gradient is zero, so SGD's momentum and Adam's moments for them s
 update (weight decay of a zero weight is zero too). The end-of-round checks in `lth.checks` prove it.
 
 The data order of each epoch is drawn from a generator seeded by (seed, round, epoch) (see lth.seeds), so it can be
-recomputed from the step count alone: a mid-round resume needs no sampler state.
+recomputed from the step count alone: a mid-round resume needs no sampler state. Under torchrun every rank draws
+the same global batches and trains on its slice of each (lth.distributed).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lth import distributed
 from lth.config import DURATION, TrainConfig
 from lth.data import Dataset, Split
 from lth.errors import RunFailed
@@ -214,6 +216,8 @@ class Trainer:
                 x, y = data.train.inputs(batch), data.train.y[batch]
                 if data.augment is not None:  # seeded by the step, so a resumed round redraws the same crops
                     x = data.augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
+                global_batch = len(y)
+                x, y = distributed.shard(x), distributed.shard(y)  # under torchrun: this rank's slice
                 if cfg.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -221,6 +225,7 @@ class Trainer:
                 loss = F.cross_entropy(logits.float(), y)
                 self.optimizer.zero_grad(set_to_none=False)
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+                distributed.sum_gradients(model, len(y) / global_batch)  # before masking: every rank masks alike
                 # one fused multiply over all layers: pruned weights get no gradient, so no update and no moments
                 torch._foreach_mul_([weight.grad for weight in self.weights], self.masks)
                 self._set_lr(self.lr_at(self.step))

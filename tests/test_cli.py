@@ -78,7 +78,7 @@ def test_resume_of_a_finished_run_does_no_work(fast_run, capsys):
 def test_a_sweep_runs_every_job_in_its_own_directory(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     lth("run", "-m", "seed=0,1", *FAST, "prune.rounds=0", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml", "sweep.json"]
     rows = json.loads(lth_ok("report", str(sweep), "--json", capsys=capsys))
     assert sorted((r["seed"], r["round"]) for r in rows) == [(0, 0), (1, 0)]
     inits = [load_file(sweep / job / "init.safetensors")["fc1.weight"] for job in ("0", "1")]
