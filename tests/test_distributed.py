@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FAST, lth_ok
 from safetensors.torch import load_file
@@ -21,6 +22,7 @@ UNEVEN = [*FAST, "train.batch_size=45", "prune.rounds=1", "device=cpu"]
 TOLERANCE = 5e-5  # measured: at most ~1e-5 apart after two rounds (summation order differs)
 
 
+@pytest.mark.slow  # two ranks and a reference run: about 20 s
 def test_two_ranks_train_the_weights_one_process_trains(tmp_path, capsys):
     ranks, single = tmp_path / "ranks", tmp_path / "single"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "lth", "run"]

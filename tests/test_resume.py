@@ -82,7 +82,7 @@ def kill_and_resume(tmp_path: Path, reference: Path, delay: float, index: int, c
 
 
 # Once the first state is saved, the 3 rounds take about 2 s more on 2 cores.
-@pytest.mark.parametrize("delay", [0.3, 1.1])
+@pytest.mark.parametrize("delay", [0.3, pytest.param(1.1, marks=pytest.mark.slow)])
 def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path, reference, delay, capsys):
     kill_and_resume(tmp_path, reference, delay, 0, capsys)
 

@@ -61,6 +61,7 @@ def test_a_failed_job_is_recorded_and_the_others_still_run(tmp_path, monkeypatch
     assert [run_status(sweep / str(num)) for num in range(3)] == ["failed", "failed", "finished"]
 
 
+@pytest.mark.slow  # several interpreters start: about 25 s
 def test_joblib_preset_runs_jobs_side_by_side_sharing_the_cores(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**WORKTREE, "LTH_JOBS": "2"}
@@ -71,6 +72,7 @@ def test_joblib_preset_runs_jobs_side_by_side_sharing_the_cores(tmp_path):
     assert all(run_status(sweep / str(num)) == "finished" for num in (0, 1))
 
 
+@pytest.mark.slow  # several interpreters start: about 25 s
 def test_submitit_local_preset_runs_real_submitit_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     lth(

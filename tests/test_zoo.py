@@ -28,11 +28,12 @@ TINY = [
     "ui.progress=false",
 ]
 LIKE = {"lenet_300_100": "fashion_mnist", "lenet5": "mnist"}  # the rest are CIFAR networks
-LARGE = {"conv2", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "torchvision"}  # 4M+ parameters: seconds each
+# In the fast suite: one network of each family; the rest (deeper or 4M+ parameters) with -m slow.
+FAST_MODELS = {"lenet_300_100", "lenet5", "conv4", "resnet20"}
 
 
 @pytest.mark.parametrize(
-    "model", [pytest.param(m, marks=[pytest.mark.slow] if m in LARGE else []) for m in [*names(), "torchvision"]]
+    "model", [pytest.param(m, marks=[] if m in FAST_MODELS else [pytest.mark.slow]) for m in [*names(), "torchvision"]]
 )
 def test_every_model_trains_a_round_and_prunes(model, tmp_path):
     like = LIKE.get(model, "cifar10")
