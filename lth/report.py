@@ -105,7 +105,9 @@ class Group:
         return sorted({run.seed for run in self.runs})
 
     def name(self) -> str:
-        return ", ".join(f"{key}={_plain(value)}" for key, value in self.label.items()) or "all runs"
+        """`key=value, ...` of the varying keys; a path (e.g. prune.masks_from) by its last folder, for legends."""
+        described = [f"{key}={_plain(value).rstrip('/').rpartition('/')[2]}" for key, value in self.label.items()]
+        return ", ".join(described) or "all runs"
 
     def rounds(self) -> list[dict[str, Any]]:
         """Per round: n (runs that finished it), and mean/std of each AGGREGATED metric over those runs."""
