@@ -223,7 +223,7 @@ class Trainer:
                 with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     logits = self.forward(x)
                 loss = F.cross_entropy(logits.float(), y)
-                self.optimizer.zero_grad(set_to_none=False)
+                self.optimizer.zero_grad()  # None, not zero-filled: backward then writes instead of adding
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()
                 distributed.sum_gradients(model, len(y) / global_batch)  # before masking: every rank masks alike
                 # one fused multiply over all layers: pruned weights get no gradient, so no update and no moments

@@ -6,12 +6,12 @@ on any machine:
 - `masked_over_dense`: seconds per epoch of lth's Trainer on a pruned network (80% of the weights masked, as
   in a late IMP round) over a hand-written dense loop (data already in tensors, same batch size, same
   optimiser: lth's fused Adam/SGD). Repetitions are interleaved and the median is kept; each repetition times
-  `--steps` steps and reports them per epoch of the dataset the model is trained on.
+  `--steps` steps (a whole epoch for LeNet) and reports them per epoch of the dataset the model is trained on.
 - `imp_total_s`: wall time of `lth run` (LeNet-300-100, Fashion-MNIST, batch 60, Adam, 3 rounds x 2 epochs)
   from start to exit, start-up, evaluation and checkpoints included; `imp_over_plain`: its ratio to the plain
   loop training six epochs of the same data.
 
-    python scripts/bench.py [--models lenet_300_100,resnet20,vgg16] [--steps 40] [--repeats 3] [--json]
+    python scripts/bench.py [--models lenet_300_100,resnet20,vgg16] [--steps N] [--repeats 3] [--json]
     python scripts/bench.py --skip-imp        # no Fashion-MNIST needed
 """
 
@@ -36,11 +36,11 @@ from lth.models import build, output_layer
 from lth.prune import apply_masks, dense_masks, plan_round
 from lth.train import Trainer, make_optimizer
 
-# model: (dataset it is trained on: shape, training examples per epoch), recipe
+# model: (dataset it is trained on: shape, training examples per epoch), recipe, steps timed per repetition
 SETTINGS = {
-    "lenet_300_100": ("fashion_mnist", 55_000, TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60)),
-    "resnet20": ("cifar10", 45_000, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128)),
-    "vgg16": ("cifar10", 45_000, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128)),
+    "lenet_300_100": ("fashion_mnist", 55_000, TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60), 917),
+    "resnet20": ("cifar10", 45_000, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128), 40),
+    "vgg16": ("cifar10", 45_000, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128), 10),
 }
 
 
@@ -99,12 +99,13 @@ def plain_epoch_seconds(name: str, cfg: TrainConfig, dataset: data.Dataset, per_
     return (time.perf_counter() - started) / steps * per_epoch
 
 
-def masked_over_dense(models: list[str], steps: int, repeats: int, device: torch.device) -> dict[str, dict]:
+def masked_over_dense(models: list[str], steps: int | None, repeats: int, device: torch.device) -> dict[str, dict]:
     results = {}
     for name in models:
-        like, per_epoch, cfg = SETTINGS[name]
+        like, per_epoch, cfg, default_steps = SETTINGS[name]
+        timed = steps or default_steps
         cfg = TrainConfig(**{**cfg.__dict__, "epochs": 1, "eval_every": 0})
-        dataset = synthetic(like, steps * cfg.batch_size, device)
+        dataset = synthetic(like, timed * cfg.batch_size, device)
         per_epoch = -(-per_epoch // cfg.batch_size)  # steps in one epoch of the real dataset
         lth_times, plain_times = [], []
         for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
@@ -139,7 +140,11 @@ def _sync(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lenet_300_100,resnet20,vgg16")
-    parser.add_argument("--steps", type=int, default=40, help="steps timed per repetition")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="steps timed per repetition (default: a whole epoch for LeNet, 40 for ResNet-20, 10 for VGG-16)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-imp", action="store_true", help="skip the end-to-end `lth run` (needs Fashion-MNIST)")

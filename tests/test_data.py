@@ -102,3 +102,15 @@ def test_real_fashion_mnist_from_the_system_folder():
     dataset = data.load(DatasetConfig(name="fashion_mnist"), seed=0, device=CPU)
     assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (55_000, 5_000, 10_000)
     assert sorted(set(dataset.test.y.tolist())) == list(range(10))
+
+
+def test_large_datasets_stay_uint8_on_the_device_and_normalise_per_batch(tmp_path, monkeypatch):
+    write_mnist_like(tmp_path, n_train=120, n_test=40)
+    cfg = DatasetConfig(name="mnist", root=str(tmp_path), val_size=20)
+    small = data.load(cfg, 0, torch.device("cpu"))
+    monkeypatch.setattr(data, "FLOAT_CACHE_BYTES", 0)  # as if the data were larger than the float cache
+    large = data.load(cfg, 0, torch.device("cpu"))
+    assert small.train.images.dtype == torch.float32 and large.train.images.dtype == torch.uint8
+    index = torch.tensor([3, 0, 17])
+    assert torch.equal(large.train.inputs(index), small.train.inputs(index))
+    assert torch.equal(large.test.x, small.test.x)
