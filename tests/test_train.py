@@ -22,6 +22,18 @@ def small_setup(seed: int = 0):
     return dataset, model
 
 
+def pruned_setup():
+    """`small_setup` magnitude-pruned to round 2 at rate 0.5: a quarter of each hidden layer left."""
+    dataset, model = small_setup()
+    masks = prune_by_magnitude(
+        {n: w.detach() for n, w in prunable_weights(model).items()},
+        dense_masks(model),
+        plan(model, PruneConfig(rate=0.5), dense_masks(model), 2),
+    )
+    apply_masks(model, masks)
+    return dataset, model, masks
+
+
 @pytest.mark.parametrize(
     "cfg",
     [
@@ -31,13 +43,7 @@ def small_setup(seed: int = 0):
     ids=["adam", "sgd-momentum"],
 )
 def test_pruned_weights_and_optimizer_state_stay_zero(cfg):
-    dataset, model = small_setup()
-    masks = prune_by_magnitude(
-        {n: w.detach() for n, w in prunable_weights(model).items()},
-        dense_masks(model),
-        plan(model, PruneConfig(rate=0.5), dense_masks(model), 2),
-    )
-    apply_masks(model, masks)
+    dataset, model, masks = pruned_setup()
     before = {n: w.detach().clone() for n, w in prunable_weights(model).items()}
     trainer = Trainer(model, masks, dataset, cfg, seed=0, round_index=2)
     result = trainer.run()
@@ -140,13 +146,7 @@ def test_the_optimizer_takes_each_step_at_the_scheduled_rate():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_and_keeps_pruned_weights_at_zero(precision):
-    dataset, model = small_setup()
-    masks = prune_by_magnitude(
-        {n: w.detach() for n, w in prunable_weights(model).items()},
-        dense_masks(model),
-        plan(model, PruneConfig(rate=0.5), dense_masks(model), 2),
-    )
-    apply_masks(model, masks)
+    dataset, model, masks = pruned_setup()
     start = {k: v.clone() for k, v in model.state_dict().items()}
     losses = {}
     for run_precision in ("32", precision):
