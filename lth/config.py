@@ -425,7 +425,8 @@ def _validate_pruning_plan(prune: PruneConfig) -> None:
         target = prune.target_density
         _require(0 < target <= 1, "prune.target_density", target, "a density with 0 < density <= 1, or null")
         _require(oneshot, "prune.target_density", target, "null unless prune.schedule=oneshot")
-        _require(prune.rounds == 1, "prune.rounds", prune.rounds, "1 when prune.target_density is set")
+        curve = "1 when prune.target_density is set (prune.target_density=null traces the one-shot curve over rounds)"
+        _require(prune.rounds == 1, "prune.rounds", prune.rounds, curve)
     if oneshot:
         for key in ("output_rate", "conv_rate"):
             value = getattr(prune, key)
