@@ -87,13 +87,29 @@ def preflight(cfg: Config) -> None:
         _check_masks_source(cfg)
 
 
+def masks_source(cfg: Config) -> Path:
+    """The run whose masks `prune.masks_from` names: that run, or, given a folder of runs (a ticket sweep), its one
+    run with this run's seed, so one controls sweep over seeds pairs every control with its own seed's ticket."""
+    assert cfg.prune.masks_from is not None
+    named = Path(cfg.prune.masks_from)
+    key = f"prune.masks_from={named}"
+    if (named / RUN_FILE).is_file():
+        return named
+    runs = sorted(p.parent for p in named.rglob(RUN_FILE)) if named.is_dir() else []
+    if not runs:
+        raise ConfigError(f"{key} is not an lth run directory (no {RUN_FILE} in it or below it)")
+    same_seed = [run for run in runs if read_run_record(run).get("config", {}).get("seed") == cfg.seed]
+    if len(same_seed) != 1:
+        found = "no run" if not same_seed else f"{len(same_seed)} runs ({', '.join(map(str, same_seed))})"
+        raise ConfigError(f"{key} holds {found} with seed={cfg.seed}; name one run directory instead")
+    return same_seed[0]
+
+
 def _check_masks_source(cfg: Config) -> None:
     """`prune.masks_from` is a run that has finished every round whose mask this run will take."""
     prune = cfg.prune
-    source = Path(prune.masks_from)
+    source = masks_source(cfg)
     key = f"prune.masks_from={source}"
-    if not (source / RUN_FILE).is_file():
-        raise ConfigError(f"{key} is not an lth run directory (no {RUN_FILE} in it)")
     needed = prune.rounds if prune.masks_round is None else prune.masks_round
     finished = finished_rounds(source)
     if needed >= finished:
@@ -112,7 +128,7 @@ def _check_pruning_targets(cfg: Config, model: nn.Module) -> None:
             )
     if cfg.prune.masks_from is None:
         return
-    source = Path(cfg.prune.masks_from)
+    source = masks_source(cfg)
     rounds = [cfg.prune.masks_round] if cfg.prune.masks_round is not None else range(1, cfg.prune.rounds + 1)
     expected = {name: tuple(weight.shape) for name, weight in prunable_weights(model).items()}
     for round_index in rounds:
@@ -424,7 +440,7 @@ class Rounds:
         """The mask of round r (or of `prune.masks_round`) of the run `prune.masks_from` (checked up front)."""
         prune = self.cfg.prune
         source_round = round_index if prune.masks_round is None else prune.masks_round
-        return load_tensors(verify_round(Path(prune.masks_from), source_round) / "mask.safetensors", self.device)
+        return load_tensors(verify_round(masks_source(self.cfg), source_round) / "mask.safetensors", self.device)
 
     def start_weights(self, round_index: int) -> Weights:
         """What the survivors are reset to before a round trains (`prune.retrain`, then `prune.control`);

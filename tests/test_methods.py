@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -261,3 +262,21 @@ def test_oneshot_prunes_the_dense_network_to_the_target(method_run):
     assert metrics["density"] == pytest.approx(0.1, abs=1e-5)
     assert metrics["remaining_weights"] == round(0.1 * (784 * 300 + 300 * 100 + 1000))
     assert metrics["collapsed_layers"] == [] and all(metrics["checks"].values())
+
+
+def test_masks_from_a_sweep_folder_takes_the_run_with_the_same_seed(method_run, finished_template, tmp_path):
+    sweep = tmp_path / "tickets"
+    for seed in (0, 1):
+        shutil.copytree(finished_template, sweep / str(seed))
+        record = json.loads((sweep / str(seed) / "run.json").read_text())
+        record["config"]["seed"] = seed
+        (sweep / str(seed) / "run.json").write_text(json.dumps(record))
+    control = method_run("+controls=reinit", f"prune.masks_from={sweep}")
+    ticket = tensors(sweep / "0", 1, "mask")
+    assert all(torch.equal(tensors(control, 1, "mask")[n], m) for n, m in ticket.items())
+    assert json.loads((control / "run.json").read_text())["config"]["prune"]["retrain"] == "reinit"
+    shutil.copytree(sweep / "0", sweep / "again")
+    from lth import config, imp
+
+    with pytest.raises(config.ConfigError, match=r"holds 2 runs .* with seed=0; name one run directory"):
+        imp.preflight(config.compose(["+controls=random_pruning", f"prune.masks_from={sweep}", "prune.rounds=1"]))
