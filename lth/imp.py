@@ -95,9 +95,10 @@ def masks_source(cfg: Config) -> Path:
     key = f"prune.masks_from={named}"
     if (named / RUN_FILE).is_file():
         return named
-    runs = sorted(p.parent for p in named.rglob(RUN_FILE)) if named.is_dir() else []
-    if not runs:
-        raise ConfigError(f"{key} is not an lth run directory (no {RUN_FILE} in it or below it)")
+    try:
+        runs = find_runs(named)
+    except ConfigError as error:
+        raise ConfigError(f"{key}: {error}") from None
     same_seed = [run for run in runs if read_run_record(run).get("config", {}).get("seed") == cfg.seed]
     if len(same_seed) != 1:
         found = "no run" if not same_seed else f"{len(same_seed)} runs ({', '.join(map(str, same_seed))})"
@@ -117,8 +118,9 @@ def _check_masks_source(cfg: Config) -> None:
         raise ConfigError(f"{key} has rounds 0..{finished - 1} finished; this run needs the masks of {what}")
 
 
-def _check_pruning_targets(cfg: Config, model: nn.Module) -> None:
-    """Every `prune.ignore` pattern names a layer, and borrowed masks fit the model, before round 0 trains."""
+def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -> None:
+    """Every `prune.ignore` pattern names a layer, and the masks borrowed from `source` (the run
+    `prune.masks_from` names) fit the model, before round 0 trains."""
     names = list(prunable_weights(model))
     for pattern in cfg.prune.ignore:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
@@ -126,9 +128,8 @@ def _check_pruning_targets(cfg: Config, model: nn.Module) -> None:
                 f"prune.ignore pattern {pattern!r} matches no prunable weight of model={cfg.model.name}; "
                 f"its prunable weights: {', '.join(names)}"
             )
-    if cfg.prune.masks_from is None:
+    if source is None:
         return
-    source = masks_source(cfg)
     rounds = [cfg.prune.masks_round] if cfg.prune.masks_round is not None else range(1, cfg.prune.rounds + 1)
     expected = {name: tuple(weight.shape) for name, weight in prunable_weights(model).items()}
     for round_index in rounds:
@@ -170,7 +171,8 @@ def run(
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
         _check_rewind_point(cfg, dataset)
-        _check_pruning_targets(cfg, model)
+        borrowed_from = masks_source(cfg) if cfg.prune.masks_from is not None else None
+        _check_pruning_targets(cfg, model, borrowed_from)
         first = finished_rounds(run_dir)
         distributed.barrier()  # every rank has looked at the directory before rank 0 writes to it
         if not is_sealed(run_dir, INIT_FILE):
@@ -193,7 +195,7 @@ def run(
         distributed.barrier()  # θ0 is on disk for every rank to read
         init = load_sealed(run_dir, INIT_FILE, str(device))
         with StopSignals() as stop, RunDisplay(live=cfg.ui.progress, console=console) as display:
-            rounds = Rounds(cfg, run_dir, model, dataset, init, display, stop)
+            rounds = Rounds(cfg, run_dir, model, dataset, init, display, stop, borrowed_from)
             try:
                 for round_index in range(first, cfg.prune.rounds + 1):
                     row = rounds.run_round(round_index)
@@ -347,6 +349,7 @@ class Rounds:
     init: Weights  # θ0, the weights before any training
     display: RunDisplay
     stop: StopSignals
+    borrowed_from: Path | None = None  # the run whose masks this one trains (`prune.masks_from`, resolved)
 
     @property
     def device(self) -> str:
@@ -421,8 +424,8 @@ class Rounds:
             masks = dense_masks(self.model)
             return masks, plan_round(masks, output, prune, 0)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, RANDOM_PRUNING, round_index))
-        if prune.masks_from is not None:
-            masks = self.borrowed_masks(round_index)
+        if self.borrowed_from is not None:
+            masks = self.borrowed_masks(self.borrowed_from, round_index)
             groups = [PruneGroup((name,), int(mask.sum())) for name, mask in masks.items()]
         else:
             source = verify_round(self.run_dir, 0 if prune.schedule == "oneshot" else round_index - 1)
@@ -436,11 +439,11 @@ class Rounds:
             masks = shuffle_within_layers(masks, shuffler)
         return masks, groups
 
-    def borrowed_masks(self, round_index: int) -> Masks:
-        """The mask of round r (or of `prune.masks_round`) of the run `prune.masks_from` (checked up front)."""
+    def borrowed_masks(self, source: Path, round_index: int) -> Masks:
+        """The mask of round r (or of `prune.masks_round`) of the run `source` (checked up front)."""
         prune = self.cfg.prune
         source_round = round_index if prune.masks_round is None else prune.masks_round
-        return load_tensors(verify_round(masks_source(self.cfg), source_round) / "mask.safetensors", self.device)
+        return load_tensors(verify_round(source, source_round) / "mask.safetensors", self.device)
 
     def start_weights(self, round_index: int) -> Weights:
         """What the survivors are reset to before a round trains (`prune.retrain`, then `prune.control`);

@@ -155,8 +155,9 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(model, cfg)
         self.forward: Callable[[Tensor], Tensor] = GuardedCompile(model) if cfg.compile else model
-        self.weights = list(prunable_weights(model).values())
-        self.masks = [masks[name].to(weight.dtype) for name, weight in prunable_weights(model).items()]
+        prunable = prunable_weights(model)
+        self.weights = list(prunable.values())
+        self.masks = [masks[name].to(weight.dtype) for name, weight in prunable.items()]
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(cfg.precision))
         device_type = self.masks[0].device.type
         self.scaler = torch.amp.GradScaler(device_type) if cfg.precision == "fp16" else None

@@ -127,7 +127,7 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
         return Split(x.to(device), y.long().to(device), mean.to(device), std.to(device))
 
     return Dataset(
-        train=split(raw.train_x[train_idx], raw.train_y[train_idx]),
+        train=split(train_x if normalise_once else raw.train_x[train_idx], raw.train_y[train_idx]),
         val=split(raw.train_x[val_idx], raw.train_y[val_idx]) if cfg.val_size else None,
         test=split(raw.test_x, raw.test_y),
         num_classes=raw.num_classes,
