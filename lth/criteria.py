@@ -65,6 +65,8 @@ class Scoring:
             return self._snip()
         if criterion == "grasp":
             return self._grasp()
+        if criterion == "synflow":  # one scoring pass; pruning with it iterates (`_synflow`)
+            return self._synflow_scores(self._positive_network(), masks)
         raise ValueError(f"unknown pruning criterion {criterion!r}")
 
     def _network_at_start(self, masks: Masks) -> tuple[nn.Module, dict[str, nn.Parameter]]:
@@ -111,6 +113,7 @@ class Scoring:
     def _synflow(self, groups: list[PruneGroup], invert: bool) -> Masks:
         masks = self.masks
         iterations = self.cfg.synflow_iterations
+        network = self._positive_network()  # one copy, re-masked each iteration
         alive = {group: sum(int(masks[name].sum()) for name in group.layers) for group in groups}
         for step in range(1, iterations + 1):
             # the kept count shrinks exponentially from the survivors to the plan, reaching it exactly at the end
@@ -118,17 +121,25 @@ class Scoring:
                 PruneGroup(g.layers, round(alive[g] * (g.kept / alive[g]) ** (step / iterations)) if alive[g] else 0)
                 for g in groups
             ]
-            scores = _signed(self._synflow_scores(masks), invert)
+            scores = _signed(self._synflow_scores(network, masks), invert)
             masks = prune_by_score(scores, masks, stage, self.cfg.min_layer_density)
         return masks
 
-    def _synflow_scores(self, masks: Masks) -> Scores:
-        network, _ = self._network_at_start(masks)
-        network = network.double().eval()  # float64: the product of all |w| along a deep path underflows in float32
+    def _positive_network(self) -> nn.Module:
+        """A float64 copy of the network in eval mode (float64: the product of all |w| along a deep path underflows
+        in float32), for SynFlow's scoring."""
+        return copy.deepcopy(self.model).double().eval()
+
+    def _synflow_scores(self, network: nn.Module, masks: Masks) -> Scores:
+        """Scores of the start weights under `masks`, every parameter and buffer made positive."""
+        network.load_state_dict(self.start)
+        network.zero_grad(set_to_none=True)
+        weights = {name: w for name, w in prunable_weights(network).items() if name in masks}
         with torch.no_grad():
+            for name, weight in weights.items():
+                weight.mul_(masks[name])
             for value in network.state_dict().values():
                 value.abs_()
-        weights = {name: w for name, w in prunable_weights(network).items() if name in masks}
         ones = torch.ones(1, *self.data.input_shape, dtype=torch.float64, device=self.data.train.y.device)
         network(ones).sum().backward()
         return {name: (weight.grad * weight).abs().detach().float() for name, weight in weights.items()}

@@ -76,7 +76,7 @@ def hand_example(criterion: str) -> Scoring:
 def test_synflow_scores_match_the_path_products_by_hand():
     """R = 1^T |W2| |W1| 1 (no ReLU effect: all positive), so dR/dW1[i,j] = sum_k |W2[k,i]| and
     dR/dW2[k,i] = sum_j |W1[i,j]|; the score is |w| times that."""
-    scores = hand_example("synflow")._synflow_scores(hand_example("synflow").masks)
+    scores = hand_example("synflow")._scores("synflow")
     column_sums = W2.abs().sum(0)  # [2.5, 1.25]
     row_sums = W1.abs().sum(1)  # [3.0, 3.5]
     assert torch.allclose(scores["fc1.weight"], W1.abs() * column_sums[:, None])
