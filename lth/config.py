@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, is_dataclass
@@ -41,8 +42,9 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("32", "bf16", "fp16")
 LOGGERS = ("none", "tensorboard")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
-# Keys that may change when a run is resumed: they do not change any result.
-RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger")
+# Keys that may change when a run is resumed: they do not change any result (batched replicates equal runs
+# alone, to float rounding).
+RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replicates")
 
 
 @dataclass
@@ -123,6 +125,9 @@ class TrainConfig:
     precision: str = "32"  # 32 | bf16 | fp16 (autocast; fp16 with loss scaling)
     compile: bool = False  # torch.compile the forward pass (falls back to eager, with a warning, if it fails)
     channels_last: bool = False  # NHWC memory format for conv nets (faster convolutions on GPUs)
+    # train seeds seed..seed+N-1 together in one process, each in its own run directory <run dir>/seed_<s>, with
+    # the results of runs alone (lth.replicates); many small runs share the device instead of queueing for it
+    replicates: int = 1
 
 
 @dataclass
@@ -336,6 +341,24 @@ def sweeper_params(overrides: Sequence[str]) -> dict[str, Any]:
     return dict(OmegaConf.to_container(params)) if params else {}
 
 
+def _validate_replicates(train: TrainConfig) -> None:
+    """Batched replicates must equal runs alone (lth.replicates): nothing may couple or re-draw them."""
+    _require(train.replicates >= 1, "train.replicates", train.replicates, "an integer >= 1")
+    if train.replicates == 1:
+        return
+    batched = f"with train.replicates={train.replicates}"
+    _require(
+        train.precision != "fp16",
+        "train.precision",
+        train.precision,
+        f"32 or bf16 {batched} (one fp16 loss scale would skip every replicate's step together)",
+    )
+    _require(not train.compile, "train.compile", train.compile, f"false {batched}")
+    _require(not train.channels_last, "train.channels_last", train.channels_last, f"false {batched}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    _require(world == 1, "train.replicates", train.replicates, f"1 under torchrun (WORLD_SIZE={world})")
+
+
 def validate(cfg: Config) -> None:
     """Check ranges and choices; raise ConfigError naming the key and what is allowed."""
     from lth import data, models  # registries import torch; keep `lth --help` light
@@ -392,6 +415,7 @@ def validate(cfg: Config) -> None:
     _require(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1")
     _require_choice("train.precision", str(cfg.train.precision), PRECISIONS)
     _require(cfg.train.eval_every >= 0, "train.eval_every", cfg.train.eval_every, "an integer >= 0")
+    _validate_replicates(cfg.train)
     _require(
         DURATION.fullmatch(cfg.checkpoint.every) is not None,
         "checkpoint.every",

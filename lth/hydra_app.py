@@ -61,6 +61,8 @@ def _run(composed: DictConfig, run_dir: Path, sweep_job: bool) -> None:
         cfg = config.from_dictconfig(composed)
         if sweep_job:
             imp.run_or_continue(cfg, run_dir)
+        elif cfg.train.replicates > 1:
+            imp.run_replicates(cfg, run_dir)
         else:
             imp.run(cfg, run_dir, new_run=True)
     except ConfigError:

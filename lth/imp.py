@@ -9,11 +9,14 @@ disk on every round means a resumed run and an uninterrupted one take exactly th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fnmatch
 import platform
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,7 +26,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from lth import checks, config, data, distributed, loggers, models
+from lth import checks, config, data, distributed, loggers, models, replicates
 from lth.checkpoint import (
     FORMAT_VERSION,
     INIT_FILE,
@@ -62,7 +65,7 @@ from lth.prune import (
 )
 from lth.report import find_runs, round_table, run_rows
 from lth.seeds import RANDOM_PRUNING, REINIT, SHUFFLE, derive_seed
-from lth.train import Trainer, lr_schedule, steps_per_epoch, to_steps
+from lth.train import Trainer, TrainResult, lr_schedule, steps_per_epoch, to_steps
 from lth.ui import RunDisplay
 
 Weights = dict[str, torch.Tensor]  # a state dict: parameter and buffer name -> tensor
@@ -160,65 +163,172 @@ def run(
     `new_run` (from `lth run`) refuses a directory that already holds a run. Under torchrun every rank calls
     this; rank 0 alone writes and prints (see lth.distributed).
     """
+    return run_together([(cfg, run_dir)], console, changes, new_run, resume_path=run_dir)[0]
+
+
+def replicate_runs(cfg: Config, group_dir: Path) -> list[tuple[Config, Path]]:
+    """`train.replicates=N`: seeds seed..seed+N-1 of `cfg`, each in its own run directory `group_dir/seed_<s>`."""
+    seeds = range(cfg.seed, cfg.seed + cfg.train.replicates)
+    return [(config.with_overrides(cfg, [f"seed={seed}"]), group_dir / f"seed_{seed}") for seed in seeds]
+
+
+def run_replicates(cfg: Config, group_dir: Path, console: Console | None = None) -> list[list[dict[str, Any]]]:
+    """New runs of `cfg`'s replicates (`replicate_runs`), trained together round by round (lth.replicates)."""
+    return run_together(replicate_runs(cfg, group_dir), console, new_run=True, resume_path=group_dir)
+
+
+def run_together(
+    members: list[tuple[Config, Path]],
+    console: Console | None = None,
+    changes: dict[str, Any] | None = None,
+    new_run: bool = False,
+    *,
+    resume_path: Path,
+) -> list[list[dict[str, Any]]]:
+    """Run the rounds of one run, or of several replicates of one config in lockstep (see `run`); each run
+    keeps its own directory, record and checkpoints. `resume_path` is what the message after a stop names."""
     console = console or Console(quiet=not distributed.is_main())
-    with run_lock(run_dir):
-        if new_run and (run_dir / RUN_FILE).exists():
-            raise ConfigError(f"{run_dir} already holds a run; continue it with: lth resume {run_dir}")
-        record = _check_record(run_dir, cfg, changes)
-        device = resolve_device(cfg.device)
-        dataset = data.load(cfg.dataset, cfg.seed, device)
-        models.check_fits(cfg.model, dataset.input_shape, dataset.num_classes)
-        torch.manual_seed(cfg.seed)
-        model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
-        _check_rewind_point(cfg, dataset)
-        borrowed_from = masks_source(cfg) if cfg.prune.masks_from is not None else None
-        _check_pruning_targets(cfg, model, borrowed_from)
-        first = finished_rounds(run_dir)
-        distributed.barrier()  # every rank has looked at the directory before rank 0 writes to it
-        if not is_sealed(run_dir, INIT_FILE):
-            seal_tensors(run_dir, INIT_FILE, model.state_dict())
-        if changes and any(config.decides_results(key) for key in changes):
-            clear_states(run_dir)  # a state trained under the old settings must not continue under the new
-        event = {"event": "resumed" if record else "started", "time": now()}
-        update_run_record(
-            run_dir,
-            format_version=FORMAT_VERSION,
-            status="running",
-            config=config.to_container(cfg),
-            config_hash=config_hash(cfg),
-            device=str(device),
-            rounds_planned=cfg.prune.rounds + 1,
-            rounds_finished=first,
-            versions=_versions(),
-            events=[*(record or {}).get("events", []), {**event, **({"changes": changes} if changes else {})}],
-        )
-        distributed.barrier()  # θ0 is on disk for every rank to read
-        init = load_sealed(run_dir, INIT_FILE, str(device))
-        with StopSignals() as stop, RunDisplay(live=cfg.ui.progress, console=console) as display:
-            rounds = Rounds(cfg, run_dir, model, dataset, init, display, stop, borrowed_from)
+    made = [run_dir for _, run_dir in members if not run_dir.exists()]  # replicates' own directories
+    for run_dir in made:
+        run_dir.mkdir(parents=True)
+    try:
+        opened = _run_rounds(members, console, changes, new_run, resume_path)
+    except ConfigError:
+        for run_dir in made:  # bad input found before anything was written leaves nothing on disk
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+    results = []
+    for member in opened:
+        rows = run_rows(member.run_dir)
+        title = f"{member.cfg.model.name} on {member.cfg.dataset.name}, seed {member.cfg.seed}: {member.run_dir}"
+        console.print(round_table(rows, title=title))
+        results.append(rows)
+    return results
+
+
+def _run_rounds(
+    members: list[tuple[Config, Path]],
+    console: Console,
+    changes: dict[str, Any] | None,
+    new_run: bool,
+    resume_path: Path,
+) -> list[OpenRun]:
+    """Lock and open every member's run, train their rounds, and record how each ended."""
+    lead = members[0][0]
+    with contextlib.ExitStack() as held:
+        for _, run_dir in members:
+            held.enter_context(run_lock(run_dir))
+        opened = [_open_run(cfg, run_dir, changes, new_run) for cfg, run_dir in members]
+        if len(opened) > 1:
+            _share_test_split(opened)
+        first = min(member.first for member in opened)
+        with StopSignals() as stop, RunDisplay(live=lead.ui.progress, console=console) as display:
+            group = [member.rounds(display, stop) for member in opened]
             try:
-                for round_index in range(first, cfg.prune.rounds + 1):
-                    row = rounds.run_round(round_index)
-                    update_run_record(run_dir, rounds_finished=round_index + 1)
+                for round_index in range(first, lead.prune.rounds + 1):
+                    if len(group) == 1:
+                        rows = [group[0].run_round(round_index)]
+                    else:
+                        rows = run_round_together(group, round_index)
+                    for member, row in zip(opened, rows, strict=True):
+                        update_run_record(member.run_dir, rounds_finished=round_index + 1)
+                        display.finish_round(row, label=member.label if len(opened) > 1 else "")
                     distributed.barrier()  # round r is on disk before any rank reads it to prune round r+1
-                    display.finish_round(row)
-                    if stop.received and round_index < cfg.prune.rounds:
+                    if stop.received and round_index < lead.prune.rounds:
                         raise Interrupted(f"stopped after round {round_index}")
             except (Interrupted, KeyboardInterrupt) as stopped:
-                update_run_record(run_dir, status="interrupted")
+                for member in opened:
+                    update_run_record(member.run_dir, status="interrupted")
                 console.print(
                     f"interrupted ({stopped or 'at once'}); finished rounds and the training state are kept. "
-                    f"Resume: lth resume {run_dir}",
+                    f"Resume: lth resume {resume_path}",
                     soft_wrap=True,
                 )
                 raise SystemExit(Interrupted.exit_code) from None
             except Exception:  # divergence, a broken invariant or a crash: the finished rounds stay as they are
-                update_run_record(run_dir, status="failed")
+                for member in opened:
+                    update_run_record(member.run_dir, status="failed")
                 raise
-        update_run_record(run_dir, status="finished")
-    rows = run_rows(run_dir)
-    console.print(round_table(rows, title=f"{cfg.model.name} on {cfg.dataset.name}, seed {cfg.seed}: {run_dir}"))
-    return rows
+        for member in opened:
+            update_run_record(member.run_dir, status="finished")
+    return opened
+
+
+@dataclass
+class OpenRun:
+    """A run directory locked, checked and recorded as running, with its data, model and θ0 (`_open_run`)."""
+
+    cfg: Config
+    run_dir: Path
+    dataset: data.Dataset
+    model: nn.Module
+    init: Weights
+    borrowed_from: Path | None
+    first: int  # the first round not finished
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.cfg.seed}"
+
+    def rounds(self, display: RunDisplay, stop: StopSignals) -> Rounds:
+        return Rounds(self.cfg, self.run_dir, self.model, self.dataset, self.init, display, stop, self.borrowed_from)
+
+
+def _open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None, new_run: bool) -> OpenRun:
+    if new_run and (run_dir / RUN_FILE).exists():
+        raise ConfigError(f"{run_dir} already holds a run; continue it with: lth resume {run_dir}")
+    record = _check_record(run_dir, cfg, changes)
+    device = resolve_device(cfg.device)
+    dataset = data.load(cfg.dataset, cfg.seed, device)
+    models.check_fits(cfg.model, dataset.input_shape, dataset.num_classes)
+    torch.manual_seed(cfg.seed)
+    model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
+    if cfg.train.replicates > 1:
+        replicates.check_model(model)
+    _check_rewind_point(cfg, dataset)
+    borrowed_from = masks_source(cfg) if cfg.prune.masks_from is not None else None
+    _check_pruning_targets(cfg, model, borrowed_from)
+    first = finished_rounds(run_dir)
+    distributed.barrier()  # every rank has looked at the directory before rank 0 writes to it
+    if not is_sealed(run_dir, INIT_FILE):
+        seal_tensors(run_dir, INIT_FILE, model.state_dict())
+    if changes and any(config.decides_results(key) for key in changes):
+        clear_states(run_dir)  # a state trained under the old settings must not continue under the new
+    event = {"event": "resumed" if record else "started", "time": now()}
+    update_run_record(
+        run_dir,
+        format_version=FORMAT_VERSION,
+        status="running",
+        config=config.to_container(cfg),
+        config_hash=config_hash(cfg),
+        device=str(device),
+        rounds_planned=cfg.prune.rounds + 1,
+        rounds_finished=first,
+        versions=_versions(),
+        events=[*(record or {}).get("events", []), {**event, **({"changes": changes} if changes else {})}],
+    )
+    distributed.barrier()  # θ0 is on disk for every rank to read
+    init = load_sealed(run_dir, INIT_FILE, str(device))
+    return OpenRun(cfg, run_dir, dataset, model, init, borrowed_from, first)
+
+
+def _share_test_split(opened: list[OpenRun]) -> None:
+    """Replicates differ in their train/validation split, never in the test set: one copy serves them all."""
+    shared = opened[0].dataset.test
+    for member in opened[1:]:
+        test = member.dataset.test
+        if test.images.shape == shared.images.shape and torch.equal(test.images, shared.images):
+            member.dataset = dataclasses.replace(member.dataset, test=shared)
+
+
+def run_round_together(group: list[Rounds], round_index: int) -> list[dict[str, Any]]:
+    """Round r of replicates: each prunes and resets on its own, they train as one batch, each publishes."""
+    begun = [rounds.begin_round(round_index) for rounds in group]
+    group[0].display_round(begun[0])
+    batch = replicates.ReplicateBatch([b.trainer for b in begun])
+    results = batch.run(on_progress=group[0].display.step, after_step=[b.after_step for b in begun])
+    return [rounds.finish_round(b, result) for rounds, b, result in zip(group, begun, results, strict=True)]
 
 
 def resume(path: Path, overrides: list[str], force: bool = False, console: Console | None = None) -> None:
@@ -237,18 +347,28 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
         run(cfg, run_dir, console, changes=changes)
 
 
-def run_or_continue(cfg: Config, run_dir: Path, console: Console | None = None) -> list[dict[str, Any]]:
+def run_or_continue(cfg: Config, run_dir: Path, console: Console | None = None) -> None:
     """A sweep job's run: a new one, or the job's own run continued as `lth resume` would when `run_dir` already
     holds a run of the same results-determining config (a requeued cluster job lands in the directory it left;
-    the same sweep started again finishes what is unfinished). A run of another config there is refused."""
-    if not (run_dir / RUN_FILE).exists():
-        return run(cfg, run_dir, console, new_run=True)
-    changes, refused = _changes(_saved_config(run_dir), cfg)
-    if refused:
-        raise ConfigError(
-            f"{run_dir} holds a run of another config ({refused}); give this sweep its own hydra.sweep.dir"
-        )
-    return run(cfg, run_dir, console, changes=changes)
+    the same sweep started again finishes what is unfinished). A run of another config there is refused.
+    With `train.replicates` the job's runs are its replicates: new ones train together, started ones go on alone."""
+    if cfg.train.replicates > 1:
+        members = replicate_runs(cfg, run_dir)
+        if not any((member_dir / RUN_FILE).exists() for _, member_dir in members):
+            run_replicates(cfg, run_dir, console)
+            return
+    else:
+        members = [(cfg, run_dir)]
+    for member_cfg, member_dir in members:
+        if not (member_dir / RUN_FILE).exists():
+            run(member_cfg, member_dir, console, new_run=True)
+            continue
+        changes, refused = _changes(_saved_config(member_dir), member_cfg)
+        if refused:
+            raise ConfigError(
+                f"{member_dir} holds a run of another config ({refused}); give this sweep its own hydra.sweep.dir"
+            )
+        run(member_cfg, member_dir, console, changes=changes)
 
 
 def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path, Config, dict[str, Any]]:
@@ -339,6 +459,20 @@ class StopSignals:
 
 
 @dataclass
+class RoundStart:
+    """A round ready to train (`Rounds.begin_round`)."""
+
+    round_index: int
+    started: float  # perf_counter at the start of the round, pruning included
+    masks: Masks
+    groups: list[PruneGroup]
+    start_state: Weights  # the masked weights training starts from
+    checks: dict[str, bool]
+    trainer: Trainer
+    after_step: Callable[[Trainer], None]  # saves the rewind point and checkpoints; stops on a signal
+
+
+@dataclass
 class Rounds:
     """What every round of one run shares; `run_round` does one round: prune, reset, train, check, publish."""
 
@@ -356,6 +490,13 @@ class Rounds:
         return str(next(iter(self.init.values())).device)
 
     def run_round(self, round_index: int) -> dict[str, Any]:
+        begun = self.begin_round(round_index)
+        self.display_round(begun)
+        return self.finish_round(begun, begun.trainer.run(on_progress=self.display.step, after_step=begun.after_step))
+
+    def begin_round(self, round_index: int) -> RoundStart:
+        """Everything before round r trains: prune, reset the survivors, check, and the Trainer (its saved state
+        loaded when the round was stopped part-way)."""
         cfg, run_dir, model = self.cfg, self.run_dir, self.model
         started = time.perf_counter()
         start = self.start_weights(round_index)
@@ -386,12 +527,18 @@ class Rounds:
             if self.stop.received:
                 raise Interrupted(f"stopped in round {round_index} at step {trainer.step}")
 
-        self.display.start_round(
-            round_index, density(masks), trainer.total_steps, trainer.steps_per_epoch, trainer.step
-        )
-        result = trainer.run(on_progress=self.display.step, after_step=after_step)
+        return RoundStart(round_index, started, masks, groups, start_state, round_checks, trainer, after_step)
 
-        round_checks |= checks.check_end(model, masks, groups)
+    def display_round(self, begun: RoundStart) -> None:
+        trainer = begun.trainer
+        self.display.start_round(
+            begun.round_index, density(begun.masks), trainer.total_steps, trainer.steps_per_epoch, trainer.step
+        )
+
+    def finish_round(self, begun: RoundStart, result: TrainResult) -> dict[str, Any]:
+        """Check the trained round, then publish its weights, masks and metrics."""
+        run_dir, model, masks, round_index = self.run_dir, self.model, begun.masks, begun.round_index
+        round_checks = begun.checks | checks.check_end(model, masks, begun.groups)
         checks.require(round_checks, round_index)
         metrics = {
             "round": round_index,
@@ -403,11 +550,11 @@ class Rounds:
             "collapsed_layers": collapsed_layers(masks),
             **result.metrics(),
             "checks": round_checks,
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - begun.started,
         }
         final = model.state_dict()
-        publish_round(run_dir, round_index, {"mask": masks, "start": start_state, "final": final}, metrics)
-        loggers.round_published(run_dir, round_index, cfg.logger)
+        publish_round(run_dir, round_index, {"mask": masks, "start": begun.start_state, "final": final}, metrics)
+        loggers.round_published(run_dir, round_index, self.cfg.logger)
         clear_states(run_dir)
         return metrics
 

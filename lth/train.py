@@ -15,7 +15,7 @@ import bisect
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -71,13 +71,17 @@ class TrainResult:
         }
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(parameters: Iterable[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
     # Fused kernels: one pass over all parameters per step; on the CPU Adam's step costs ~3x less than foreach.
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True
-    )
+        return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    if lr != optimizer.param_groups[0]["lr"]:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
 
 
 LearningRate = Callable[[int], float]  # the learning rate of the step taken from step count `step`
@@ -153,7 +157,9 @@ class Trainer:
         self.seed, self.round_index = seed, round_index
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(model, cfg)
+        self.optimizer = make_optimizer(model.parameters(), cfg)
+        # what state_dict() saves as the optimiser's state; lth.replicates points it at a slice of a batched one
+        self.optimizer_state: Callable[[], dict[str, Any]] = self.optimizer.state_dict
         self.forward: Callable[[Tensor], Tensor] = GuardedCompile(model) if cfg.compile else model
         prunable = prunable_weights(model)
         self.weights = list(prunable.values())
@@ -172,8 +178,9 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors and Python values only, so it loads with `torch.load(weights_only=True)`."""
         state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # copies, not views: a replicate's weights are views into a stack that torch.save would write whole
+            "model": {name: value.clone() for name, value in self.model.state_dict().items()},
+            "optimizer": self.optimizer_state(),
             "step": self.step,
             "seconds": self.seconds,
             "history": [asdict(e) for e in self.history],
@@ -203,20 +210,14 @@ class Trainer:
         """Train from the current step to the end of the round; `after_step` may checkpoint or stop the run."""
         started = time.perf_counter() - self.seconds
         model, data, cfg = self.model, self.data, self.cfg
-        eval_every = cfg.eval_every or self.steps_per_epoch
         device = data.train.y.device
         model.train()
         for epoch in range(self.step // self.steps_per_epoch, cfg.epochs):
-            generator = torch.Generator().manual_seed(self._seed(DATA_ORDER, epoch))
-            order = torch.randperm(len(data.train), generator=generator).to(device)
-            done_in_epoch = self.step - epoch * self.steps_per_epoch
             loss_sum = torch.zeros((), device=device)
             correct_sum = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
-            for batch in order.split(cfg.batch_size)[done_in_epoch:]:
-                x, y = data.train.inputs(batch), data.train.y[batch]
-                if data.augment is not None:  # seeded by the step, so a resumed round redraws the same crops
-                    x = data.augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
+            for batch in self.epoch_batches(epoch):
+                x, y = self.batch(batch)
                 global_batch = len(y)
                 x, y = distributed.shard(x), distributed.shard(y)  # under torchrun: this rank's slice
                 if cfg.channels_last and x.dim() == 4:
@@ -229,7 +230,7 @@ class Trainer:
                 distributed.sum_gradients(model, len(y) / global_batch)  # before masking: every rank masks alike
                 # one fused multiply over all layers: pruned weights get no gradient, so no update and no moments
                 torch._foreach_mul_([weight.grad for weight in self.weights], self.masks)
-                self._set_lr(self.lr_at(self.step))
+                set_lr(self.optimizer, self.lr_at(self.step))
                 if self.scaler is None:
                     self.optimizer.step()
                 else:
@@ -239,18 +240,42 @@ class Trainer:
                 loss_sum += loss.detach() * len(y)
                 correct_sum += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
-                if self.step % eval_every == 0 or self.step == self.total_steps:
-                    self._evaluate()
+                if self.evaluation_due():
+                    self.record(evaluate(model, data.val) if data.val is not None else None, evaluate(model, data.test))
                 if on_progress is not None and self.step % PROGRESS_EVERY == 0:
-                    on_progress(self.step, self._finite_mean(loss_sum, seen), correct_sum.item() / seen)
+                    on_progress(self.step, self.finite_mean(loss_sum, seen), correct_sum.item() / seen)
                 if after_step is not None:
                     self.seconds = time.perf_counter() - started
                     after_step(self)
-            epoch_loss = self._finite_mean(loss_sum, seen)
+            epoch_loss = self.finite_mean(loss_sum, seen)
             if on_progress is not None:
                 on_progress(self.step, epoch_loss, correct_sum.item() / seen)
 
         self.seconds = time.perf_counter() - started
+        return self.result()
+
+    def epoch_batches(self, epoch: int) -> tuple[Tensor, ...]:
+        """The index batches of `epoch` not yet trained on, in the order drawn from (seed, round, epoch)."""
+        generator = torch.Generator().manual_seed(self._seed(DATA_ORDER, epoch))
+        order = torch.randperm(len(self.data.train), generator=generator).to(self.data.train.y.device)
+        return order.split(self.cfg.batch_size)[self.step - epoch * self.steps_per_epoch :]
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """The training inputs and labels at `indices`, augmented for the current step."""
+        train, augment = self.data.train, self.data.augment
+        x = train.inputs(indices)
+        if augment is not None:  # seeded by the step, so a resumed round redraws the same crops
+            x = augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
+        return x, train.y[indices]
+
+    def evaluation_due(self) -> bool:
+        """Whether the step just taken ends an evaluation interval (`train.eval_every`, else an epoch) or the round."""
+        return self.step % (self.cfg.eval_every or self.steps_per_epoch) == 0 or self.step == self.total_steps
+
+    def _seed(self, purpose: int, index: int) -> int:
+        return derive_seed(self.seed, purpose, self.round_index, index)
+
+    def result(self) -> TrainResult:
         validated = [e for e in self.history if e.val_loss is not None]
         return TrainResult(
             steps=self.step,
@@ -261,21 +286,13 @@ class Trainer:
             history=self.history,
         )
 
-    def _set_lr(self, lr: float) -> None:
-        if lr != self.optimizer.param_groups[0]["lr"]:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-
-    def _seed(self, purpose: int, index: int) -> int:
-        return derive_seed(self.seed, purpose, self.round_index, index)
-
-    def _evaluate(self) -> None:
-        val_loss, val_accuracy = evaluate(self.model, self.data.val) if self.data.val is not None else (None, None)
-        test_loss, test_accuracy = evaluate(self.model, self.data.test)
+    def record(self, val: tuple[float, float] | None, test: tuple[float, float]) -> None:
+        """Add the evaluation (loss, accuracy) on the validation and test sets after the current step."""
+        val_loss, val_accuracy = val if val is not None else (None, None)
         lr = self.lr_at(self.step - 1)
-        self.history.append(Evaluation(self.step, val_loss, val_accuracy, test_loss, test_accuracy, lr))
+        self.history.append(Evaluation(self.step, val_loss, val_accuracy, *test, lr))
 
-    def _finite_mean(self, loss_sum: Tensor, count: int) -> float:
+    def finite_mean(self, loss_sum: Tensor, count: int) -> float:
         """The running training loss; a NaN or infinite loss stops the round (the run is marked failed)."""
         value = loss_sum.item() / count
         if not math.isfinite(value):

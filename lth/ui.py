@@ -65,10 +65,12 @@ class RunDisplay:
                 self._task, completed=step, description=self._describe(step), loss=loss, accuracy=accuracy
             )
 
-    def finish_round(self, row: dict[str, Any]) -> None:
+    def finish_round(self, row: dict[str, Any], label: str = "") -> None:
+        """One line for a finished round; `label` names the replicate when several train together."""
         early = "-" if row["early_stop_step"] is None else row["early_stop_step"]
+        prefix = f"{label}  " if label else ""
         self.console.print(
-            f"round {row['round']:>2}  density {row['density']:7.2%}  test {row['test_accuracy']:.2%}  "
+            f"{prefix}round {row['round']:>2}  density {row['density']:7.2%}  test {row['test_accuracy']:.2%}  "
             f"best {row['best_test_accuracy']:.2%}  early-stop {early}  {row['seconds']:.1f}s",
             soft_wrap=True,
         )

@@ -78,7 +78,7 @@ def plain_epoch_seconds(name: str, cfg: TrainConfig, dataset: data.Dataset, per_
     """The loop a researcher would write by hand: no masks, no evaluation, no bookkeeping."""
     torch.manual_seed(0)
     model = build(ModelConfig(name=name), dataset.input_shape, dataset.num_classes).to(device)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model.parameters(), cfg)
     x, y = dataset.train.x, dataset.train.y
 
     def epoch() -> int:

@@ -1,0 +1,194 @@
+"""Batched replicates (`train.replicates=N`): one round of N seeds of one config trained in lockstep.
+
+Each replicate keeps everything a run of its seed alone has: its run directory, model, masks, train/validation
+split, data order, augmentation and Trainer (step, evaluation history, checkpoints). Only the arithmetic is
+shared: the replicates' parameters and buffers are stacked along a new leading dimension, the model is applied
+to each replicate's own batch under `torch.func.vmap(functional_call)`, and one optimiser steps the stacks. That
+is N separate runs, to float rounding, because the summed loss gives each replicate exactly its own gradient and
+Adam and SGD (momentum, weight decay) act elementwise. Each replicate's parameters are views into the stacks, so
+its model is current at every step (rewind point, checks, checkpoints, publishing) without copying.
+
+What would break that equivalence is refused up front (lth.config): fp16 loss scaling (one scale for all
+replicates would skip their steps together), torch.compile, torchrun; and dropout (vmap would draw other masks
+than a solo run), refused by `check_model`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from lth.data import Split
+from lth.errors import ConfigError, Interrupted
+from lth.models import prunable_weights
+from lth.train import EVAL_BATCH_SIZE, PROGRESS_EVERY, ProgressCallback, Trainer, TrainResult, make_optimizer, set_lr
+
+Stacked = dict[str, Tensor]  # parameter or buffer name -> the N replicates' tensors stacked on dimension 0
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse a model whose forward pass draws random numbers: batched, it would not equal its solo runs."""
+    dropout = [name for name, module in model.named_modules() if isinstance(module, nn.Dropout) and module.p > 0]
+    if dropout:
+        raise ConfigError(
+            f"train.replicates needs a model without dropout (batched replicates would draw other dropout masks "
+            f"than runs alone); this one has dropout at {', '.join(dropout)}; use train.replicates=1"
+        )
+
+
+class ReplicateBatch:
+    """The Trainers of one round of N replicates, trained together from their common step to the round's end."""
+
+    def __init__(self, trainers: Sequence[Trainer]) -> None:
+        lead = trainers[0]
+        if any(t.step != lead.step or t.total_steps != lead.total_steps for t in trainers):
+            raise ValueError("replicates train together only from the same step of rounds of the same length")
+        self.trainers = list(trainers)
+        models = [t.model for t in trainers]
+        # The structure functional_call runs; its own tensors are never used, so they need no memory.
+        self.template = copy.deepcopy(models[0]).to("meta")
+        self.params = _stack_and_view(models, lambda m: m.named_parameters())
+        for stacked in self.params.values():
+            stacked.requires_grad_()
+        self.buffers = _stack_and_view(models, lambda m: m.named_buffers())
+        prunable = list(prunable_weights(models[0]))
+        self.prunable = [self.params[name] for name in prunable]
+        self.masks = [torch.stack([t.masks[index] for t in trainers]) for index in range(len(prunable))]
+        self.optimizer = make_optimizer(self.params.values(), lead.cfg)
+        for index, trainer in enumerate(trainers):
+            trainer.optimizer_state = lambda index=index: self.replicate_optimizer_state(index)
+        self._losses = vmap(self._loss, randomness="error")
+
+    def _loss(self, params: Stacked, buffers: Stacked, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = functional_call(self.template, (params, buffers), (x,))
+        return F.cross_entropy(logits.float(), y), logits
+
+    def run(
+        self,
+        on_progress: ProgressCallback | None = None,
+        after_step: Sequence[Callable[[Trainer], None]] | None = None,
+    ) -> list[TrainResult]:
+        """Train every replicate to the end of the round; `after_step[i]` is replicate i's `Trainer.run` hook
+        (called for every replicate before an `Interrupted` from any of them ends the round, so each saves its
+        state). `on_progress` gets the replicates' mean loss and accuracy."""
+        trainers, lead = self.trainers, self.trainers[0]
+        started = time.perf_counter() - lead.seconds
+        device = lead.data.train.y.device
+        amp_dtype = lead.amp_dtype
+        count = len(trainers)
+        for epoch in range(lead.step // lead.steps_per_epoch, lead.cfg.epochs):
+            loss_sum = torch.zeros(count, device=device)
+            correct_sum = torch.zeros(count, device=device, dtype=torch.long)
+            seen = 0
+            for batches in zip(*(t.epoch_batches(epoch) for t in trainers), strict=True):
+                pairs = [t.batch(indices) for t, indices in zip(trainers, batches, strict=True)]
+                x, y = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    losses, logits = self._losses(self.params, self.buffers, x, y)
+                self.optimizer.zero_grad()
+                losses.sum().backward()  # replicate i's parameters get the gradient of its own loss alone
+                torch._foreach_mul_([weight.grad for weight in self.prunable], self.masks)
+                set_lr(self.optimizer, lead.lr_at(lead.step))
+                self.optimizer.step()
+                for trainer in trainers:
+                    trainer.step += 1
+                loss_sum += losses.detach() * y.shape[1]
+                correct_sum += (logits.detach().argmax(-1) == y).sum(1)
+                seen += y.shape[1]
+                if lead.evaluation_due():
+                    self._evaluate()
+                if on_progress is not None and lead.step % PROGRESS_EVERY == 0:
+                    on_progress(lead.step, *self._progress(loss_sum, correct_sum, seen))
+                self._after_step(after_step, time.perf_counter() - started)
+            if on_progress is not None:
+                on_progress(lead.step, *self._progress(loss_sum, correct_sum, seen))
+        for trainer in trainers:
+            trainer.seconds = time.perf_counter() - started
+        return [trainer.result() for trainer in trainers]
+
+    def _progress(self, loss_sum: Tensor, correct_sum: Tensor, seen: int) -> tuple[float, float]:
+        """The replicates' mean running loss and accuracy; a NaN or infinite loss in any stops the round."""
+        losses = [t.finite_mean(total, seen) for t, total in zip(self.trainers, loss_sum, strict=True)]
+        return sum(losses) / len(losses), correct_sum.sum().item() / (seen * len(self.trainers))
+
+    def _after_step(self, hooks: Sequence[Callable[[Trainer], None]] | None, seconds: float) -> None:
+        for trainer in self.trainers:
+            trainer.seconds = seconds
+        if hooks is None:
+            return
+        stopped: Interrupted | None = None
+        for trainer, hook in zip(self.trainers, hooks, strict=True):
+            try:
+                hook(trainer)
+            except Interrupted as error:
+                stopped = error
+        if stopped is not None:
+            raise stopped
+
+    def _evaluate(self) -> None:
+        datasets = [t.data for t in self.trainers]
+        val = self.evaluate([d.val for d in datasets]) if datasets[0].val is not None else None
+        test = self.evaluate([d.test for d in datasets])
+        for index, trainer in enumerate(self.trainers):
+            trainer.record(val[index] if val is not None else None, test[index])
+
+    @torch.inference_mode()
+    def evaluate(self, splits: Sequence[Split | None]) -> list[tuple[float, float]]:
+        """Replicate i's mean cross-entropy and accuracy on splits[i]; one shared split is read once for all.
+        Chunks hold EVAL_BATCH_SIZE examples over all replicates together, so memory stays that of a solo run."""
+        count = len(splits)
+        shared = all(split is splits[0] for split in splits)
+        known = [split for split in splits if split is not None]
+        size = len(known[0])
+        chunk = max(1, EVAL_BATCH_SIZE // count)
+        self.template.eval()
+        forward = vmap(
+            lambda params, buffers, x: functional_call(self.template, (params, buffers), (x,)),
+            in_dims=(0, 0, None if shared else 0),
+        )
+        loss_sum = torch.zeros(count, device=known[0].y.device)
+        correct = torch.zeros(count, device=known[0].y.device, dtype=torch.long)
+        for start in range(0, size, chunk):
+            rows = slice(start, start + chunk)
+            if shared:
+                x, labels = known[0].inputs(rows), known[0].y[rows].expand(count, -1)
+            else:
+                x, labels = torch.stack([s.inputs(rows) for s in known]), torch.stack([s.y[rows] for s in known])
+            logits = forward(self.params, self.buffers, x).float()
+            loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(1)
+            correct += (logits.argmax(-1) == labels).sum(1)
+        self.template.train()
+        return [(loss / size, hits / size) for loss, hits in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
+
+    def replicate_optimizer_state(self, index: int) -> dict[str, Any]:
+        """Replicate `index`'s slice of the batched optimiser's state, in the form its own optimiser would save:
+        per-weight tensors are sliced; per-parameter counters (Adam's step) are the same for every replicate."""
+        state = self.optimizer.state_dict()
+        count = len(self.trainers)
+
+        def pick(value: Any) -> Any:
+            if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == count:
+                return value[index].clone()
+            return value.clone() if isinstance(value, Tensor) else value
+
+        return {
+            "state": {key: {name: pick(v) for name, v in entry.items()} for key, entry in state["state"].items()},
+            "param_groups": copy.deepcopy(state["param_groups"]),
+        }
+
+
+def _stack_and_view(models: Sequence[nn.Module], named: Callable[[nn.Module], Any]) -> Stacked:
+    """Stack the models' tensors of each name, then make every model's tensor a view of its slice."""
+    per_model = [dict(named(model)) for model in models]
+    stacked = {name: torch.stack([tensors[name].detach() for tensors in per_model]) for name in per_model[0]}
+    for index, tensors in enumerate(per_model):
+        for name, tensor in tensors.items():
+            tensor.data = stacked[name][index]
+    return stacked
