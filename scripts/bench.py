@@ -7,12 +7,15 @@ on any machine:
   in a late IMP round) over a hand-written dense loop (data already in tensors, same batch size, same
   optimiser: lth's fused Adam/SGD). Repetitions are interleaved and the median is kept; each repetition times
   `--steps` steps (a whole epoch for LeNet) and reports them per epoch of the dataset the model is trained on.
+- `replicates_speedup`: one epoch of N LeNet-300-100 seeds (default 8) trained one after another over the same
+  seeds trained together in one batch (`train.replicates=N`, lth.replicates).
 - `imp_total_s`: wall time of `lth run` (LeNet-300-100, Fashion-MNIST, batch 60, Adam, 3 rounds x 2 epochs)
   from start to exit, start-up, evaluation and checkpoints included; `imp_over_plain`: its ratio to the plain
   loop training six epochs of the same data.
 
     python scripts/bench.py [--models lenet_300_100,resnet20,vgg16] [--steps N] [--repeats 3] [--json]
     python scripts/bench.py --skip-imp        # no Fashion-MNIST needed
+    python scripts/bench.py --models lenet_300_100 --replicates 8 --skip-imp
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from lth.config import DatasetConfig, ModelConfig, PruneConfig, SyntheticDataset
 from lth.criteria import Scoring
 from lth.models import build, output_layer
 from lth.prune import apply_masks, dense_masks, plan_round
+from lth.replicates import ReplicateBatch
 from lth.train import Trainer, make_optimizer
 
 # model: (dataset it is trained on: shape, training examples per epoch), recipe, steps timed per repetition
@@ -49,9 +53,9 @@ def synthetic(like: str, examples: int, device: torch.device) -> data.Dataset:
     return data.load(cfg, 0, device)
 
 
-def pruned_model(name: str, dataset: data.Dataset, device: torch.device) -> tuple[torch.nn.Module, dict]:
+def pruned_model(name: str, dataset: data.Dataset, device: torch.device, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """The model at 20% density (magnitude-pruned at init, layerwise), on `device`."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build(ModelConfig(name=name), dataset.input_shape, dataset.num_classes).to(device)
     masks = dense_masks(model)
     groups = plan_round(masks, output_layer(model), PruneConfig(rate=0.8, output_rate=0.8), 1)
@@ -132,6 +136,44 @@ def imp_total(device: torch.device) -> dict[str, float]:
     return {"imp_total_s": total, "plain_six_epochs_s": plain, "imp_over_plain": total / plain}
 
 
+def replicates_speedup(name: str, count: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """One epoch of `count` seeds trained one after another (lth's Trainer) over the same seeds trained
+    together (`train.replicates`, lth.replicates.ReplicateBatch); interleaved repetitions, medians."""
+    like, per_epoch, cfg, _ = SETTINGS[name]
+    cfg = TrainConfig(**{**cfg.__dict__, "epochs": 1, "eval_every": 0})
+    dataset = synthetic(like, per_epoch, device)
+
+    def trainers() -> list[Trainer]:
+        pruned = [pruned_model(name, dataset, device, seed) for seed in range(count)]
+        return [
+            Trainer(model, masks, dataset, cfg, seed=seed, round_index=1) for seed, (model, masks) in enumerate(pruned)
+        ]
+
+    def timed(solo: list[Trainer] | None = None, together: ReplicateBatch | None = None) -> float:
+        _sync(device)
+        started = time.perf_counter()
+        if together is not None:
+            together.run()
+        for trainer in solo or []:
+            trainer.run()
+        _sync(device)
+        return time.perf_counter() - started
+
+    ReplicateBatch(trainers()).run()  # warm-up: kernels, allocator
+    sequential, batched = [], []
+    for _ in range(repeats):
+        sequential.append(timed(solo=trainers()))
+        batched.append(timed(together=ReplicateBatch(trainers())))
+    sequential_s, batched_s = statistics.median(sequential), statistics.median(batched)
+    return {
+        "model": name,
+        "replicates": count,
+        "sequential_s": sequential_s,
+        "batched_s": batched_s,
+        "replicates_speedup": sequential_s / batched_s,
+    }
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -148,6 +190,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-imp", action="store_true", help="skip the end-to-end `lth run` (needs Fashion-MNIST)")
+    parser.add_argument("--replicates", type=int, default=8, help="seeds trained together for replicates_speedup")
+    parser.add_argument("--skip-replicates", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -158,6 +202,8 @@ def main() -> None:
         "torch": torch.__version__,
         "masked_over_dense": masked_over_dense(args.models.split(","), args.steps, args.repeats, device),
     }
+    if not args.skip_replicates:
+        report["replicates"] = replicates_speedup("lenet_300_100", args.replicates, args.repeats, device)
     if not args.skip_imp:
         report |= imp_total(device)
     if args.json:
@@ -167,6 +213,12 @@ def main() -> None:
     print(f"{'model':<15}{'lth s/epoch':>13}{'plain s/epoch':>15}{'masked/dense':>14}")
     for name, row in report["masked_over_dense"].items():
         print(f"{name:<15}{row['lth_epoch_s']:>13.2f}{row['plain_epoch_s']:>15.2f}{row['masked_over_dense']:>14.3f}")
+    if "replicates" in report:
+        row = report["replicates"]
+        print(
+            f"{row['model']}, {row['replicates']} seeds x 1 epoch: one after another {row['sequential_s']:.1f} s, "
+            f"together (train.replicates) {row['batched_s']:.1f} s; speed-up {row['replicates_speedup']:.2f}"
+        )
     if "imp_total_s" in report:
         print(
             f"lth run (3 rounds x 2 epochs): {report['imp_total_s']:.1f} s; plain loop, 6 epochs: "
