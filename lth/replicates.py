@@ -54,17 +54,24 @@ class ReplicateBatch:
         models = [t.model for t in trainers]
         # The structure functional_call runs; its own tensors are never used, so they need no memory.
         self.template = copy.deepcopy(models[0]).to("meta")
-        self.params = _stack_and_view(models, lambda m: m.named_parameters())
+        self.params, self.transposed = _stack_and_view(models, lambda m: m.named_parameters())
         for stacked in self.params.values():
             stacked.requires_grad_()
-        self.buffers = _stack_and_view(models, lambda m: m.named_buffers())
+        self.buffers, _ = _stack_and_view(models, lambda m: m.named_buffers())
         prunable = list(prunable_weights(models[0]))
         self.prunable = [self.params[name] for name in prunable]
-        self.masks = [torch.stack([t.masks[index] for t in trainers]) for index in range(len(prunable))]
+        self.masks = [
+            torch.stack([t.masks[index].T if name in self.transposed else t.masks[index] for t in trainers])
+            for index, name in enumerate(prunable)
+        ]
         self.optimizer = make_optimizer(self.params.values(), lead.cfg)
         for index, trainer in enumerate(trainers):
             trainer.optimizer_state = lambda index=index: self.replicate_optimizer_state(index)
         self._losses = vmap(self._loss, randomness="error")
+
+    def model_params(self) -> Stacked:
+        """The stacks in the models' own layout (views: matrices stored transposed are transposed back)."""
+        return {name: p.transpose(1, 2) if name in self.transposed else p for name, p in self.params.items()}
 
     def _loss(self, params: Stacked, buffers: Stacked, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = functional_call(self.template, (params, buffers), (x,))
@@ -91,7 +98,7 @@ class ReplicateBatch:
                 pairs = [t.batch(indices) for t, indices in zip(trainers, batches, strict=True)]
                 x, y = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    losses, logits = self._losses(self.params, self.buffers, x, y)
+                    losses, logits = self._losses(self.model_params(), self.buffers, x, y)
                 self.optimizer.zero_grad()
                 losses.sum().backward()  # replicate i's parameters get the gradient of its own loss alone
                 torch._foreach_mul_([weight.grad for weight in self.prunable], self.masks)
@@ -161,7 +168,7 @@ class ReplicateBatch:
                 x, labels = known[0].inputs(rows), known[0].y[rows].expand(count, -1)
             else:
                 x, labels = torch.stack([s.inputs(rows) for s in known]), torch.stack([s.y[rows] for s in known])
-            logits = forward(self.params, self.buffers, x).float()
+            logits = forward(self.model_params(), self.buffers, x).float()
             loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(1)
             correct += (logits.argmax(-1) == labels).sum(1)
         self.template.train()
@@ -172,23 +179,34 @@ class ReplicateBatch:
         per-weight tensors are sliced; per-parameter counters (Adam's step) are the same for every replicate."""
         state = self.optimizer.state_dict()
         count = len(self.trainers)
+        transposed = [name in self.transposed for name in self.params]  # state keys are parameter positions
 
-        def pick(value: Any) -> Any:
+        def pick(value: Any, key: int) -> Any:
             if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == count:
-                return value[index].clone()
+                mine = value[index].T if transposed[key] else value[index]
+                return mine.clone(memory_format=torch.contiguous_format)
             return value.clone() if isinstance(value, Tensor) else value
 
         return {
-            "state": {key: {name: pick(v) for name, v in entry.items()} for key, entry in state["state"].items()},
+            "state": {key: {name: pick(v, key) for name, v in entry.items()} for key, entry in state["state"].items()},
             "param_groups": copy.deepcopy(state["param_groups"]),
         }
 
 
-def _stack_and_view(models: Sequence[nn.Module], named: Callable[[nn.Module], Any]) -> Stacked:
-    """Stack the models' tensors of each name, then make every model's tensor a view of its slice."""
+def _stack_and_view(models: Sequence[nn.Module], named: Callable[[nn.Module], Any]) -> tuple[Stacked, set[str]]:
+    """Stack the models' tensors of each name, then make every model's tensor a view of its slice.
+
+    Matrices (linear weights) are stacked transposed, (N, in, out): the gradient of a batched matrix product comes
+    out in that layout, so the stack takes it as it is instead of autograd copying it into the parameter's layout
+    every step (a quarter of a batched LeNet step on the CPU). Returns the stacks and the names stored transposed.
+    """
     per_model = [dict(named(model)) for model in models]
-    stacked = {name: torch.stack([tensors[name].detach() for tensors in per_model]) for name in per_model[0]}
+    transposed = {name: tensor.dim() == 2 for name, tensor in per_model[0].items()}
+    stacked = {
+        name: torch.stack([t[name].detach().T if transposed[name] else t[name].detach() for t in per_model])
+        for name in per_model[0]
+    }
     for index, tensors in enumerate(per_model):
         for name, tensor in tensors.items():
-            tensor.data = stacked[name][index]
-    return stacked
+            tensor.data = stacked[name][index].T if transposed[name] else stacked[name][index]
+    return stacked, {name for name, flag in transposed.items() if flag}

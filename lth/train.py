@@ -179,7 +179,10 @@ class Trainer:
         """Plain tensors and Python values only, so it loads with `torch.load(weights_only=True)`."""
         state = {
             # copies, not views: a replicate's weights are views into a stack that torch.save would write whole
-            "model": {name: value.clone() for name, value in self.model.state_dict().items()},
+            "model": {
+                name: value.clone(memory_format=torch.contiguous_format)
+                for name, value in self.model.state_dict().items()
+            },
             "optimizer": self.optimizer_state(),
             "step": self.step,
             "seconds": self.seconds,
