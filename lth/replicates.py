@@ -54,10 +54,10 @@ class ReplicateBatch:
         models = [t.model for t in trainers]
         # The structure functional_call runs; its own tensors are never used, so they need no memory.
         self.template = copy.deepcopy(models[0]).to("meta")
-        self.params, self.transposed = _stack_and_view(models, lambda m: m.named_parameters())
+        self.params, self.transposed = _stack_and_view(models, lambda m: m.named_parameters(), transpose_matrices=True)
         for stacked in self.params.values():
             stacked.requires_grad_()
-        self.buffers, _ = _stack_and_view(models, lambda m: m.named_buffers())
+        self.buffers, _ = _stack_and_view(models, lambda m: m.named_buffers(), transpose_matrices=False)
         prunable = list(prunable_weights(models[0]))
         self.prunable = [self.params[name] for name in prunable]
         self.masks = [
@@ -193,15 +193,18 @@ class ReplicateBatch:
         }
 
 
-def _stack_and_view(models: Sequence[nn.Module], named: Callable[[nn.Module], Any]) -> tuple[Stacked, set[str]]:
+def _stack_and_view(
+    models: Sequence[nn.Module], named: Callable[[nn.Module], Any], transpose_matrices: bool
+) -> tuple[Stacked, set[str]]:
     """Stack the models' tensors of each name, then make every model's tensor a view of its slice.
 
-    Matrices (linear weights) are stacked transposed, (N, in, out): the gradient of a batched matrix product comes
-    out in that layout, so the stack takes it as it is instead of autograd copying it into the parameter's layout
-    every step (a quarter of a batched LeNet step on the CPU). Returns the stacks and the names stored transposed.
+    With `transpose_matrices`, matrices (linear weights) are stacked transposed, (N, in, out): the gradient of a
+    batched matrix product comes out in that layout, so the stack takes it as it is instead of autograd copying it
+    into the parameter's layout every step (a quarter of a batched LeNet step on the CPU). Returns the stacks and
+    the names stored transposed.
     """
     per_model = [dict(named(model)) for model in models]
-    transposed = {name: tensor.dim() == 2 for name, tensor in per_model[0].items()}
+    transposed = {name: transpose_matrices and tensor.dim() == 2 for name, tensor in per_model[0].items()}
     stacked = {
         name: torch.stack([t[name].detach().T if transposed[name] else t[name].detach() for t in per_model])
         for name in per_model[0]
