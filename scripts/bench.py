@@ -192,8 +192,11 @@ def main() -> None:
     parser.add_argument("--skip-imp", action="store_true", help="skip the end-to-end `lth run` (needs Fashion-MNIST)")
     parser.add_argument("--replicates", type=int, default=8, help="seeds trained together for replicates_speedup")
     parser.add_argument("--skip-replicates", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
     report = {
