@@ -8,6 +8,7 @@ non-zero at the end, naming the failed jobs. An interruption (Ctrl-C, pre-emptio
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import traceback
@@ -21,7 +22,7 @@ from omegaconf import DictConfig
 
 from lth import config, imp, sweeps
 from lth.checkpoint import now
-from lth.errors import ConfigError, LthError
+from lth.errors import ConfigError, Interrupted, LthError
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
@@ -39,6 +40,7 @@ def main(composed: DictConfig) -> None:
             print(f"lth: error: {error}", file=sys.stderr)
             sys.exit(error.exit_code)
         return
+    sweeps.stop_when_launcher_dies(hydra_config.launcher)
     sweeps.update_job(status="running", dir=str(run_dir), threads=torch.get_num_threads(), started=now())
     try:
         _run(composed, run_dir, sweep_job=True)
@@ -51,6 +53,8 @@ def main(composed: DictConfig) -> None:
         return
     except BaseException:  # Ctrl-C, SIGTERM or a cluster's pre-emption: the run saved its state
         sweeps.update_job(status="interrupted", ended=now())
+        if sweeps.launcher_gone():  # an orphaned worker: no launcher will send it another job
+            os._exit(Interrupted.exit_code)
         raise
     sweeps.update_job(status="finished", ended=now())
 

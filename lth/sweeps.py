@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +62,31 @@ def job_threads(launcher: DictConfig | None) -> int | None:
     if n_jobs:
         return max(1, cores() // (int(n_jobs) if int(n_jobs) > 0 else cores()))
     return None
+
+
+_launcher_pid: int | None = None  # in a joblib worker: the `lth run -m` process that launched it
+
+
+def stop_when_launcher_dies(launcher: DictConfig | None) -> None:
+    """In a joblib worker, stop the job as pre-emption would (SIGTERM: state saved, `lth resume` continues) once the
+    `lth run -m` that launched it is gone. The workers outlive a launcher killed on its own (`kill PID`, not a
+    terminal's Ctrl-C, which reaches the whole process group) and would otherwise train on, unwatched."""
+    global _launcher_pid
+    if _launcher_pid is not None or launcher is None or "joblib" not in str(launcher.get("_target_", "")):
+        return
+    _launcher_pid = launcher_pid = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher_pid:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lth-launcher-watch", daemon=True).start()
+
+
+def launcher_gone() -> bool:
+    """Whether this process is a joblib worker whose launcher has died (see `stop_when_launcher_dies`)."""
+    return _launcher_pid is not None and os.getppid() != _launcher_pid
 
 
 class SweepRecord(Callback):

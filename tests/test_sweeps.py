@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +189,32 @@ def test_sigusr2_stops_the_run_then_reaches_submitits_handler():
         assert calls == [signal.SIGUSR2]
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.mark.slow  # two joblib workers start and train: about 30 s
+def test_joblib_jobs_stop_and_save_their_state_when_the_launcher_is_killed_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    long_rounds = [*FAST, "train.epochs=200", "checkpoint.every=0"]
+    command = [sys.executable, "-m", "lth", "run", "-m", "hydra/launcher=lth_joblib", "seed=0,1", *long_rounds]
+    launcher = subprocess.Popen(
+        [*command, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        env={**os.environ, **WORKTREE, "LTH_JOBS": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = [sweep / str(num) for num in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all((run / "round_00").exists() or (run / "init.safetensors").exists() for run in runs):
+        assert time.monotonic() < deadline, "the jobs never started"
+        time.sleep(0.2)
+    launcher.kill()  # the launcher alone, as `kill -9 PID` would: its workers are not signalled
+    launcher.wait()
+    while any(run_status(run) == "running" for run in runs):
+        assert time.monotonic() < deadline + 60, [run_status(run) for run in runs]
+        time.sleep(0.2)
+    assert [run_status(run) for run in runs] == ["interrupted", "interrupted"]
+    assert all(list((run / "state").glob("*.pt")) for run in runs), "each job saved its training state"
+    while any((run / ".lock").exists() for run in runs):  # released once the run has stopped
+        assert time.monotonic() < deadline + 60, "a run of an orphaned worker kept its lock"
+        time.sleep(0.2)
