@@ -157,6 +157,7 @@ def test_settings_that_would_couple_replicates_are_refused(tmp_path, capsys, ove
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # three interpreters start and train: about 15 s
 def test_a_stopped_replicate_group_resumes_each_run_to_the_uninterrupted_result(tmp_path):
     args = [*FAST, "train.replicates=2", "checkpoint.every=0", "train.batch_size=20", "train.eval_every=25"]
     reference = tmp_path / "reference"
