@@ -222,7 +222,10 @@ def _run_rounds(
         opened = [_open_run(cfg, run_dir, changes, new_run) for cfg, run_dir in members]
         if len(opened) > 1:
             _share_test_split(opened)
-        first = min(member.first for member in opened)
+        starts = {member.first for member in opened}
+        if len(starts) > 1:  # replicates train each round together, so they must all be at the same one
+            raise ValueError(f"runs trained together have finished different rounds: {sorted(starts)}")
+        first = starts.pop()
         with StopSignals() as stop, RunDisplay(live=lead.ui.progress, console=console) as display:
             group = [member.rounds(display, stop) for member in opened]
             try:
@@ -318,7 +321,7 @@ def _share_test_split(opened: list[OpenRun]) -> None:
     shared = opened[0].dataset.test
     for member in opened[1:]:
         test = member.dataset.test
-        if test.images.shape == shared.images.shape and torch.equal(test.images, shared.images):
+        if torch.equal(test.images, shared.images):  # False for other shapes too
             member.dataset = dataclasses.replace(member.dataset, test=shared)
 
 
@@ -355,7 +358,7 @@ def run_or_continue(cfg: Config, run_dir: Path, console: Console | None = None) 
     if cfg.train.replicates > 1:
         members = replicate_runs(cfg, run_dir)
         if not any((member_dir / RUN_FILE).exists() for _, member_dir in members):
-            run_replicates(cfg, run_dir, console)
+            run_together(members, console, new_run=True, resume_path=run_dir)
             return
     else:
         members = [(cfg, run_dir)]

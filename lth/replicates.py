@@ -140,34 +140,33 @@ class ReplicateBatch:
             raise stopped
 
     def _evaluate(self) -> None:
-        datasets = [t.data for t in self.trainers]
-        val = self.evaluate([d.val for d in datasets]) if datasets[0].val is not None else None
-        test = self.evaluate([d.test for d in datasets])
+        vals = [t.data.val for t in self.trainers if t.data.val is not None]  # all or none: one config
+        val = self.evaluate(vals) if vals else None
+        test = self.evaluate([t.data.test for t in self.trainers])
         for index, trainer in enumerate(self.trainers):
             trainer.record(val[index] if val is not None else None, test[index])
 
     @torch.inference_mode()
-    def evaluate(self, splits: Sequence[Split | None]) -> list[tuple[float, float]]:
+    def evaluate(self, splits: Sequence[Split]) -> list[tuple[float, float]]:
         """Replicate i's mean cross-entropy and accuracy on splits[i]; one shared split is read once for all.
         Chunks hold EVAL_BATCH_SIZE examples over all replicates together, so memory stays that of a solo run."""
         count = len(splits)
         shared = all(split is splits[0] for split in splits)
-        known = [split for split in splits if split is not None]
-        size = len(known[0])
+        size = len(splits[0])
         chunk = max(1, EVAL_BATCH_SIZE // count)
         self.template.eval()
         forward = vmap(
             lambda params, buffers, x: functional_call(self.template, (params, buffers), (x,)),
             in_dims=(0, 0, None if shared else 0),
         )
-        loss_sum = torch.zeros(count, device=known[0].y.device)
-        correct = torch.zeros(count, device=known[0].y.device, dtype=torch.long)
+        loss_sum = torch.zeros(count, device=splits[0].y.device)
+        correct = torch.zeros(count, device=splits[0].y.device, dtype=torch.long)
         for start in range(0, size, chunk):
             rows = slice(start, start + chunk)
             if shared:
-                x, labels = known[0].inputs(rows), known[0].y[rows].expand(count, -1)
+                x, labels = splits[0].inputs(rows), splits[0].y[rows].expand(count, -1)
             else:
-                x, labels = torch.stack([s.inputs(rows) for s in known]), torch.stack([s.y[rows] for s in known])
+                x, labels = torch.stack([s.inputs(rows) for s in splits]), torch.stack([s.y[rows] for s in splits])
             logits = forward(self.model_params(), self.buffers, x).float()
             loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(1)
             correct += (logits.argmax(-1) == labels).sum(1)
