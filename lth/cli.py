@@ -60,6 +60,30 @@ _INFO_FLAGS = {
 # Flags that point Hydra at another primary config; their value follows as the next argument.
 _CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 _MULTIRUN_FLAGS = {"-m", "--multirun"}
+# Hydra flags whose value is the next argument, and `--info`'s optional topic.
+_VALUED_FLAGS = _CONFIG_FLAGS | {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc"}
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (with their values) and the overrides of an `lth run` command line, each in its order.
+
+    Hydra's argparse takes the overrides as one positional list, so they must follow the flags in one piece:
+    `lth run model=conv2 -m seed=0,1` and the recipe's overrides put in front both rely on this reordering."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        following = args[position + 1] if position + 1 < len(args) else None
+        takes_value = arg in _VALUED_FLAGS or (arg in ("--info", "-i") and following in _INFO_TOPICS)
+        if takes_value and following is not None:
+            flags += [arg, following]
+            position += 2
+            continue
+        (flags if arg.startswith("-") else overrides).append(arg)
+        position += 1
+    return flags, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -95,11 +119,13 @@ def run(args: list[str]) -> None:
     distributed.init()  # under torchrun: join the other ranks before anything else
     if distributed.world_size() > 1:
         args = [*args, *distributed.shared_output_dirs(args)]
-    flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}  # --cfg=job counts as --cfg
-    recipe = config.recipe_overrides([a for a in args if not a.startswith("-")])
-    args = [*recipe, *args]
+    flag_args, overrides = split_flags(args)
+    flags = {arg.split("=", 1)[0] for arg in flag_args if arg.startswith("-")}  # --cfg=job counts as --cfg
+    recipe = config.recipe_overrides(overrides)
+    overrides = [*recipe, *overrides]  # the command line's own choices come later, so they win
+    args = [*flag_args, *overrides]
     if not (_INFO_FLAGS | _CONFIG_FLAGS).intersection(flags):
-        _validate_jobs(args)
+        _validate_jobs(overrides, multirun=bool(_MULTIRUN_FLAGS & flags))
         if recipe:
             print(f"lth: the model's recipe: {' '.join(recipe)} (choose others on the command line)")
     from lth import hydra_app, sweeps
@@ -109,11 +135,10 @@ def run(args: list[str]) -> None:
     sweeps.raise_for_failures()  # a sweep runs every job; failed ones are named once all have run
 
 
-def _validate_jobs(args: list[str]) -> None:
+def _validate_jobs(overrides: list[str], multirun: bool) -> None:
     from lth import config, imp
 
-    overrides = [a for a in args if not a.startswith("-")]
-    jobs = config.expand_sweep(overrides) if _MULTIRUN_FLAGS.intersection(args) else [overrides]
+    jobs = config.expand_sweep(overrides) if multirun else [overrides]
     for job in jobs:
         imp.preflight(config.compose(job))
 

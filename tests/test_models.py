@@ -15,7 +15,7 @@ from lth.errors import ConfigError
 from lth.models import build, check_fits, check_name, names, output_layer, prunable_weights, width_names
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
-CONF_MODEL = Path(__file__).resolve().parent.parent / "conf" / "model"
+CONF_MODEL = Path(__file__).resolve().parent.parent / "lth" / "conf" / "model"
 
 # Exact parameter counts (10 classes) at the input shape each network was designed for, and the published figure
 # (matched within 3%).
