@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 data:
-	bash scripts/ensure_data.sh
+	bash scripts/ensure_data.sh $(ARGS)  # the dataset named in ARGS (default Fashion-MNIST)
 
 run: install data
 	$(BIN)/lth run $(ARGS)
