@@ -18,7 +18,7 @@ from lth.errors import ConfigError, LthError
 
 USAGE = """usage: lth COMMAND [ARGS]
 
-commands:
+commands (lth --version: the installed version):
   run [OVERRIDES]        run an IMP experiment; Hydra overrides such as prune.rate=0.3 train.epochs=2,
                          -m for a sweep (seed=0,1,2), --help for the config, --cfg job to print it
   resume PATH [prune.rounds=N] [--force]
@@ -102,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             export(rest)
         elif command in ("", "-h", "--help", "help"):
             print(USAGE, end="")
+        elif command in ("-V", "--version"):
+            from lth import __version__
+
+            print(f"lth {__version__}")
         else:
             raise ConfigError(
                 f"unknown command {command!r}; choose one of: run, resume, report, analyze, export (lth --help)"

@@ -95,7 +95,7 @@ def shared_output_dirs(overrides: Iterable[str]) -> list[str]:
     Hydra names directories after the time it starts, which differs between ranks by a second now and then;
     rank 0's time is sent to all. Ranks other than 0 also leave Hydra's `.hydra/` record and log lines to rank 0.
     """
-    stamp = [datetime.now().strftime("%Y-%m-%d/%H-%M-%S")]
+    stamp = [datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")]  # the folder name of lth/conf/config.yaml
     dist.broadcast_object_list(stamp, src=0)
     given = {override.partition("=")[0] for override in overrides}
     defaults = {"hydra.run.dir": "outputs", "hydra.sweep.dir": "multirun"}  # Hydra's, with rank 0's time
