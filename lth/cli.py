@@ -18,14 +18,14 @@ from lth.errors import ConfigError, LthError
 
 USAGE = """usage: lth COMMAND [ARGS]
 
-commands (lth --version: the installed version):
+commands:
   run [OVERRIDES]        run an IMP experiment; Hydra overrides such as prune.rate=0.3 train.epochs=2,
                          -m for a sweep (seed=0,1,2), --help for the config, --cfg job to print it
   resume PATH [prune.rounds=N] [--force]
                          continue a stopped run (or every unfinished run under PATH) from its newest
                          intact state; prune.rounds=N extends a finished run
-  report PATH [PATH ...] [--json | --csv] [--group-by KEY[,KEY]] [--plot FILE.png] [--plot-dir DIR]
-         [--rounds 0,3,6]
+  report PATH [PATH ...] [--json | --csv | --table markdown|csv|latex [--metric M]] [--group-by KEY[,KEY]]
+         [--plot FILE.png] [--plot-dir DIR] [--rounds 0,3,6]
                          per-round table of a run; for several runs (a sweep) mean ± std over seeds per
                          configuration and round; --json/--csv: one row per (run, round); --plot: accuracy and
                          early-stop step vs density, layer densities, training curves (and LMC curves)
@@ -39,6 +39,7 @@ commands (lth --version: the installed version):
   export DIR --round N OUT [--weights final|start] [--format safetensors|torchscript]
                          a standalone ticket: weights, mask and card.json (config, densities, FLOPs,
                          accuracy, command); lth.load_ticket(OUT) rebuilds the model
+  --version              the installed version of lth
 """
 
 # Hydra flags that only print information: no job runs, so there is nothing to validate up front.
@@ -180,6 +181,17 @@ def report(args: list[str]) -> None:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object per (run, round)")
     output.add_argument("--csv", action="store_true", help="print one CSV line per (run, round)")
+    output.add_argument(
+        "--table",
+        choices=("markdown", "csv", "latex"),
+        help="a paper's table: density rows x arm columns, mean ± std over seeds, of --metric",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=("early_stop_test_accuracy", "test_accuracy", "early_stop_step"),
+        default="early_stop_test_accuracy",
+        help="what --table shows (default: test accuracy at the validation-chosen early stop)",
+    )
     parser.add_argument("--group-by", type=_keys, metavar="KEY[,KEY]", help="config keys that make a configuration")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="all figures in one PNG")
     parser.add_argument("--plot-dir", type=Path, metavar="DIR", help="one PNG per figure in DIR")
@@ -194,10 +206,15 @@ def report(args: list[str]) -> None:
         from lth import plots
 
         rounds = plots.check(groups, parsed.rounds)  # refuse bad plots before printing anything
-    reporting.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
+    if parsed.table is not None:
+        from lth import tables
+
+        print(tables.render(groups, parsed.metric, parsed.table), end="")
+    else:
+        reporting.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
     if plotting:
         written = plots.render(groups, plot=parsed.plot, plot_dir=parsed.plot_dir, rounds=rounds)
-        if not (parsed.json or parsed.csv):  # keep machine-readable output clean
+        if not (parsed.json or parsed.csv or parsed.table):  # keep machine-readable output clean
             for path in written:
                 print(f"wrote {path}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import Any
 
@@ -15,12 +16,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+LOG_WIDTH = 240  # columns of a console that is not a terminal: a log or a pipe never wraps a table
+
+
+def make_console(**kwargs: Any) -> Console:
+    """A console as wide as the terminal, or, writing to a file or pipe (SLURM logs, `| tee`), wide enough for
+    every table lth prints ($COLUMNS still wins when set)."""
+    console = Console(**kwargs)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = LOG_WIDTH
+    return console
+
 
 class RunDisplay:
     """Progress bars when `live`; a plain line per round either way (for logs, CI and scripts)."""
 
     def __init__(self, live: bool, console: Console | None = None) -> None:
-        self.console = console or Console()
+        self.console = console or make_console()
         self.live = live and self.console.is_terminal
         self._progress: Progress | None = None
         self._task: Any = None
@@ -68,10 +80,12 @@ class RunDisplay:
     def finish_round(self, row: dict[str, Any], label: str = "") -> None:
         """One line for a finished round; `label` names the replicate when several train together."""
         early = "-" if row["early_stop_step"] is None else row["early_stop_step"]
+        at_early = row.get("early_stop_test_accuracy")
+        headline = "-" if at_early is None else f"{at_early:.2%}"
         prefix = f"{label}  " if label else ""
         self.console.print(
-            f"{prefix}round {row['round']:>2}  density {row['density']:7.2%}  test {row['test_accuracy']:.2%}  "
-            f"best {row['best_test_accuracy']:.2%}  early-stop {early}  {row['seconds']:.1f}s",
+            f"{prefix}round {row['round']:>2}  density {row['density']:7.2%}  acc {headline} at early stop "
+            f"(step {early})  final {row['test_accuracy']:.2%}  {row['seconds']:.1f}s",
             soft_wrap=True,
         )
 

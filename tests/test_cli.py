@@ -61,7 +61,7 @@ def test_report_json_rows_and_table(fast_run, tmp_path, capsys):
     assert rows[0]["density"] == 1.0 and rows[2]["density"] < rows[1]["density"] < 1.0
     assert {r["model"] for r in rows} == {"lenet_300_100"} and {r["dataset"] for r in rows} == {"synthetic"}
     table = lth_ok("report", str(fast_run), capsys=capsys)
-    for header in ("round", "density", "test acc", "best acc", "early-stop step", "time"):
+    for header in ("round", "density", "acc (early stop)", "final acc", "early-stop step", "time"):
         assert header in table
     assert f"{rows[2]['test_accuracy']:.2%}" in table
     # a folder of runs reports every run under it

@@ -11,7 +11,7 @@ import statistics
 import pytest
 from conftest import FAST, lth_in_process, lth_ok
 
-from lth.report import group_runs, load_runs
+from lth.report import AGGREGATED, group_runs, load_runs
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 
@@ -37,13 +37,13 @@ def test_aggregation_is_the_mean_and_sample_std_of_the_per_run_rows(sweep_templa
         for aggregated in group.rounds():
             mine = [r for r in rows if r["config"]["prune.rate"] == rate and r["round"] == aggregated["round"]]
             assert aggregated["n"] == 2 and sorted(r["seed"] for r in mine) == [0, 1]
-            for metric in ("density", "test_accuracy", "best_test_accuracy", "early_stop_step"):
+            for metric in AGGREGATED:
                 values = [r[metric] for r in mine]
                 assert aggregated[metric]["mean"] == pytest.approx(statistics.fmean(values), abs=1e-12)
                 assert aggregated[metric]["std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
 
     table = lth_ok("report", str(sweep_template), capsys=capsys)
-    for header in ("prune.rate", "round", "n", "density", "test acc", "best acc", "early-stop step"):
+    for header in ("prune.rate", "round", "n", "density", "acc (early stop)", "final acc", "early-stop step"):
         assert header in table
     assert "seeds 0, 1: 4 runs, 2 configuration(s)" in table
     sparsest = groups[0.5].rounds()[2]["test_accuracy"]
@@ -62,7 +62,7 @@ def test_csv_and_group_by(sweep_template, capsys):
 
 def test_a_single_run_keeps_the_per_round_table(sweep_template, capsys):
     table = lth_ok("report", str(sweep_template / "0"), capsys=capsys)
-    for header in ("round", "density", "params", "test acc", "best acc", "early-stop step", "time"):
+    for header in ("round", "density", "params", "acc (early stop)", "final acc", "early-stop step", "time"):
         assert header in table
     assert " n " not in table and "±" not in table
 

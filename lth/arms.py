@@ -1,0 +1,52 @@
+"""What researchers call the arms of an experiment: legend and column names from the keys that differ.
+
+A group of runs is labelled by the config keys that vary between the groups of a report (`lth.report.Group`).
+Known choices read as the papers name them (a ticket, reinit, random pruning, SNIP, LR rewinding ...); other
+keys as `key value` with the key's last part. The arm with every known choice at its IMP default is the ticket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# key -> value -> words; a value missing here is the IMP default of that key (it adds no words)
+_WORDS: dict[str, dict[str, str]] = {
+    "prune.retrain": {"reinit": "reinit", "lr_rewind": "LR rewinding", "finetune": "fine-tuning"},
+    "prune.control": {
+        "shuffle_layer": "random pruning",
+        "signed_constant": "signed constant",
+        "invert": "inverted mask",
+    },
+    "prune.criterion": {
+        "random": "random pruning",
+        "snip": "SNIP",
+        "grasp": "GraSP",
+        "synflow": "SynFlow",
+        "magnitude_increase": "magnitude increase",
+    },
+    "prune.schedule": {"oneshot": "one-shot"},
+    "prune.scope": {"global": "global"},
+}
+_DEFAULTS = {"prune.retrain": "rewind", "prune.control": "none", "prune.criterion": "magnitude",
+             "prune.schedule": "iterative", "prune.scope": "layerwise"}  # fmt: skip
+# keys that only say where a control's masks came from: the control's own keys already name the arm
+_IMPLIED = ("prune.masks_from",)
+
+
+def arm_name(label: dict[str, Any]) -> str:
+    """`{'prune.retrain': 'reinit', 'prune.masks_from': '...'}` -> `reinit`; `{'prune.rate': 0.3}` -> `rate 0.3`."""
+    words = []
+    for key, value in label.items():
+        if key in _IMPLIED:
+            continue
+        if key in _WORDS:
+            if value != _DEFAULTS[key]:
+                words.append(_WORDS[key].get(str(value), f"{key.rpartition('.')[2]} {value}"))
+        elif key == "prune.rewind_to":
+            words.append("rewind to θ0" if str(value) == "0" else f"rewind to {value}")
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value)
+            words.append(f"{key.rpartition('.')[2].replace('_', ' ')} {shown.rstrip('/').rpartition('/')[2]}")
+    words = list(dict.fromkeys(words))  # random pruning named by two keys reads once
+    return ", ".join(words) if words else "ticket"

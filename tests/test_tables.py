@@ -1,0 +1,47 @@
+"""Arms named in researcher words, and the paper-style density × arm table of `lth report --table`."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from conftest import lth_ok
+
+from lth.arms import arm_name
+from lth.report import group_runs, load_runs
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        ({}, "ticket"),
+        ({"prune.retrain": "rewind", "prune.masks_from": None}, "ticket"),
+        ({"prune.retrain": "reinit", "prune.masks_from": "/runs/tickets"}, "reinit"),
+        ({"prune.control": "shuffle_layer", "prune.masks_from": "/runs/tickets"}, "random pruning"),
+        ({"prune.criterion": "snip", "prune.schedule": "oneshot"}, "SNIP, one-shot"),
+        ({"prune.rate": 0.3}, "rate 0.3"),
+        ({"prune.rewind_to": "0"}, "rewind to θ0"),
+        ({"prune.rewind_to": "500it"}, "rewind to 500it"),
+        ({"prune.retrain": "lr_rewind"}, "LR rewinding"),
+    ],
+)
+def test_arm_names(label, name):
+    assert arm_name(label) == name
+
+
+def test_the_table_is_density_rows_by_arm_columns(sweep_template, capsys):
+    groups = {g.label["prune.rate"]: g for g in group_runs(load_runs([sweep_template]))}
+    markdown = lth_ok("report", str(sweep_template), "--table", "markdown", capsys=capsys)
+    lines = markdown.strip().splitlines()
+    assert lines[0] == "| density | rate 0.2 (n = 2) | rate 0.5 (n = 2) |"
+    # 3 rounds of each rate at distinct densities, except the dense round both share: 5 rows
+    assert len(lines) == 2 + 5 and lines[2].startswith("| 100.00% |")
+    last = groups[0.5].rounds()[2]
+    values = [r["early_stop_test_accuracy"] for run in groups[0.5].runs for r in run.rows[2:3]]
+    assert last["early_stop_test_accuracy"]["mean"] == pytest.approx(statistics.fmean(values))
+    cell = f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+    assert lines[-1].startswith(f"| {last['density']['mean']:.2%} |") and lines[-1].endswith(f"| {cell} |")
+    latex = lth_ok("report", str(sweep_template), "--table", "latex", "--metric", "early_stop_step", capsys=capsys)
+    assert latex.startswith("\\begin{tabular}{rrr}") and "100.00\\%" in latex and "$\\pm$" in latex
+    csv_text = lth_ok("report", str(sweep_template), "--table", "csv", capsys=capsys)
+    assert csv_text.splitlines()[0] == "density,rate 0.2 (n = 2),rate 0.5 (n = 2)"
