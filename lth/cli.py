@@ -201,6 +201,10 @@ def report(args: list[str]) -> None:
 
     runs = reporting.load_runs(parsed.paths)
     groups = reporting.group_runs(runs, parsed.group_by)
+    for group in groups:  # say loudly when --group-by averaged different experiments as if they were seeds
+        if merged := reporting.merged_keys(group):
+            differ = "; ".join(f"{key} ({', '.join(map(str, values))})" for key, values in merged.items())
+            print(f"lth report: warning: {group.name()} merges runs that differ in {differ}", file=sys.stderr)
     plotting = parsed.plot is not None or parsed.plot_dir is not None
     if plotting:
         from lth import plots

@@ -151,18 +151,48 @@ def load_runs(paths: Sequence[Path]) -> list[Run]:
     return runs
 
 
+# Keys that may differ between the seeds of one arm: where the data lies, which device trained it, how often it
+# was evaluated (they change no trained weight) — a report groups across them instead of splitting the arm.
+NOT_ARMS = ("seed", "device", "dataset.root", "dataset.download", "train.eval_every")
+
+
 def configuration(run: Run) -> dict[str, Any]:
-    """What makes a run's results: its config minus the seed and minus keys that cannot change results."""
+    """What makes a run's results, by effective value: its config minus the seed and the keys that cannot change
+    results (`NOT_ARMS`, `lth.config.decides_results`); `prune.output_rate: null` is the rate it stands for."""
     from lth.config import decides_results
 
-    return {key: value for key, value in run.config.items() if key != "seed" and decides_results(key)}
+    config = {key: value for key, value in run.config.items() if key not in NOT_ARMS and decides_results(key)}
+    if config.get("prune.output_rate") is None and isinstance(config.get("prune.rate"), float):
+        config["prune.output_rate"] = config["prune.rate"] / 2  # the schema's meaning of null: half the rate
+    return config
+
+
+def merged_keys(group: Group) -> dict[str, list[Any]]:
+    """Configuration keys whose values differ inside one group (an explicit --group-by merged them), with the
+    values: a mean ± std over such runs is not a spread over seeds."""
+    configs = [configuration(run) for run in group.runs]
+    keys = dict.fromkeys(key for config in configs for key in config if key not in group.label)
+    merged = {}
+    for key in keys:
+        values = {_hashable(config.get(key)): config.get(key) for config in configs}
+        if len(values) > 1:
+            merged[key] = list(values.values())
+    return merged
 
 
 def varying_keys(runs: Sequence[Run]) -> list[str]:
-    """Configuration keys whose values are not the same in every run, in config order."""
+    """Configuration keys whose values are not the same in every run, in config order; a key that varies in
+    lockstep with an earlier one (the effective `prune.output_rate` of a rate sweep) is left out."""
     configs = [configuration(run) for run in runs]
     keys = list(dict.fromkeys(key for config in configs for key in config))
-    return [key for key in keys if len({_hashable(config.get(key)) for config in configs}) > 1]
+    kept, partitions = [], set()
+    for key in keys:
+        values = [_hashable(config.get(key)) for config in configs]
+        partition = tuple(values.index(value) for value in values)  # which runs share a value, whatever it is
+        if len(set(values)) > 1 and partition not in partitions:  # a key in lockstep with an earlier one adds nothing
+            kept.append(key)
+            partitions.add(partition)
+    return kept
 
 
 def group_runs(runs: Sequence[Run], by: Sequence[str] | None = None) -> list[Group]:

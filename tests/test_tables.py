@@ -5,10 +5,10 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from conftest import lth_ok
+from conftest import lth_in_process, lth_ok
 
 from lth.arms import arm_name
-from lth.report import group_runs, load_runs
+from lth.report import configuration, group_runs, load_runs
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,17 @@ def test_the_table_is_density_rows_by_arm_columns(sweep_template, capsys):
     assert latex.startswith("\\begin{tabular}{rrr}") and "100.00\\%" in latex and "$\\pm$" in latex
     csv_text = lth_ok("report", str(sweep_template), "--table", "csv", capsys=capsys)
     assert csv_text.splitlines()[0] == "density,rate 0.2 (n = 2),rate 0.5 (n = 2)"
+
+
+def test_group_by_says_which_experiments_it_merged(sweep_template, capsys):
+    code, _, err = lth_in_process("report", str(sweep_template), "--group-by", "seed", capsys=capsys)
+    assert code == 0
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 2 and all("merges runs that differ in prune.rate (0.2, 0.5)" in w for w in warnings)
+    code, _, err = lth_in_process("report", str(sweep_template), "--group-by", "prune.rate", capsys=capsys)
+    assert code == 0 and err == ""
+
+
+def test_null_output_rate_is_the_rate_it_stands_for(sweep_template):
+    runs = load_runs([sweep_template])
+    assert {configuration(run)["prune.output_rate"] for run in runs} == {0.1, 0.25}
