@@ -190,8 +190,12 @@ def report(args: list[str]) -> None:
         "--metric",
         choices=("early_stop_test_accuracy", "test_accuracy", "early_stop_step"),
         default="early_stop_test_accuracy",
-        help="what --table shows (default: test accuracy at the validation-chosen early stop)",
+        help="what --table and the density figure show (default: test accuracy at the validation-chosen early stop)",
     )
+    parser.add_argument(
+        "--label", action="append", metavar="NAME", help="name of an arm in the figures, once per arm in table order"
+    )
+    parser.add_argument("--title", help="the figures' title (default: models, datasets and seeds)")
     parser.add_argument("--group-by", type=_keys, metavar="KEY[,KEY]", help="config keys that make a configuration")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="all figures in one PNG")
     parser.add_argument("--plot-dir", type=Path, metavar="DIR", help="one PNG per figure in DIR")
@@ -209,7 +213,7 @@ def report(args: list[str]) -> None:
     if plotting:
         from lth import plots
 
-        rounds = plots.check(groups, parsed.rounds)  # refuse bad plots before printing anything
+        rounds = plots.check(groups, parsed.rounds, parsed.label)  # refuse bad plots before printing anything
     if parsed.table is not None:
         from lth import tables
 
@@ -217,7 +221,9 @@ def report(args: list[str]) -> None:
     else:
         reporting.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
     if plotting:
-        written = plots.render(groups, plot=parsed.plot, plot_dir=parsed.plot_dir, rounds=rounds)
+        written = plots.render(
+            groups, parsed.plot, parsed.plot_dir, rounds, parsed.metric, labels=parsed.label, title=parsed.title
+        )
         if not (parsed.json or parsed.csv or parsed.table):  # keep machine-readable output clean
             for path in written:
                 print(f"wrote {path}")

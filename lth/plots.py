@@ -36,29 +36,35 @@ def render(
     plot: Path | None = None,
     plot_dir: Path | None = None,
     rounds: Sequence[int] | None = None,
+    metric: str = "early_stop_test_accuracy",
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> list[Path]:
     """Draw every figure: all as subplots of one PNG (`plot`) and/or one PNG each in `plot_dir`.
 
-    `rounds` are the rounds whose training curves are drawn (see `check`, which refuses what cannot be drawn).
+    `rounds` are the rounds whose training curves are drawn (see `check`, which refuses what cannot be drawn);
+    `metric` is the y axis of the density figure (`METRICS`); `labels` name the arms in the order of `groups`
+    (default: in researcher words, `lth.arms`); `title` replaces the runs' description above the figures.
     """
     runs = [run for group in groups for run in group.runs if run.rows]
-    rounds = check(groups, rounds)
+    rounds = check(groups, rounds, labels)
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    drawn = [g for g in groups if any(run.rows for run in g.runs)]
+    names = list(labels) if labels is not None else [group.name() for group in groups]
+    drawn = [(g, name) for g, name in zip(groups, names, strict=True) if any(run.rows for run in g.runs)]
     figures: list[tuple[str, Callable[[Axes], None]]] = [
-        ("accuracy_vs_density", lambda ax: accuracy_vs_density(ax, drawn)),
-        ("early_stop_vs_density", lambda ax: early_stop_vs_density(ax, drawn)),
+        ("accuracy_vs_density", lambda ax: accuracy_vs_density(ax, drawn, metric)),
+        ("early_stop_vs_density", lambda ax: accuracy_vs_density(ax, drawn, "early_stop_step")),
         ("layer_density", lambda ax: layer_density(ax, drawn)),
         ("training_curves", lambda ax: training_curves(ax, drawn, rounds)),
     ]
     if any(_lmc_results(run) for run in runs):
         figures.append(("lmc", lambda ax: lmc_curves(ax, runs)))
-    title = describe(runs)
+    title = title or describe(runs)
     written = []
     if plot is not None:
         columns = 2
@@ -84,10 +90,14 @@ def render(
     return written
 
 
-def check(groups: Sequence[Group], rounds: Sequence[int] | None) -> list[int]:
+def check(groups: Sequence[Group], rounds: Sequence[int] | None, labels: Sequence[str] | None = None) -> list[int]:
     """The rounds whose training curves to draw (default: up to four spread over the run), after refusing runs of
-    different models or datasets (their accuracies do not belong on one axis) and rounds no run has."""
+    different models or datasets (their accuracies do not belong on one axis), rounds no run has, and a number
+    of labels other than the number of arms."""
     runs = [run for group in groups for run in group.runs if run.rows]
+    if labels is not None and len(labels) != len(groups):
+        named = "; ".join(group.name() for group in groups)
+        raise ConfigError(f"--label: {len(labels)} given for {len(groups)} arms ({named}); give one per arm, in order")
     for key, what in (("model.name", "models"), ("dataset.name", "datasets")):
         values = sorted({str(run.config[key]) for run in runs})
         if len(values) > 1:
@@ -96,36 +106,61 @@ def check(groups: Sequence[Group], rounds: Sequence[int] | None) -> list[int]:
     return _check_rounds(rounds, finished) if rounds is not None else _spread(finished)
 
 
-def accuracy_vs_density(ax: Axes, groups: Sequence[Group]) -> None:
-    """Test accuracy (end of round) against density; the dense round as a dashed reference per configuration."""
-    for index, group in enumerate(groups):
+# metric -> (axis label, scale, the dense round drawn as a reference line)
+METRICS = {
+    "early_stop_test_accuracy": ("test accuracy at early stop (%)", 100, True),
+    "test_accuracy": ("test accuracy at the end of the round (%)", 100, True),
+    "early_stop_step": ("early-stop step (lowest validation loss)", 1, False),
+}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+Arms = Sequence[tuple[Group, str]]  # each group of runs with its name in the figures
+
+
+def accuracy_vs_density(ax: Axes, arms: Arms, metric: str) -> None:
+    """`metric` against density, one line per arm with error bars over seeds; for accuracies and losses the dense
+    round as a dashed reference per arm. Arms sit at slightly shifted densities and have their own markers, so
+    arms with equal values stay visible."""
+    label, scale, dense_reference = METRICS[metric]
+    for index, (group, name) in enumerate(arms):
         color = f"C{index % 10}"
-        points = group.rounds()
-        _errorbar(ax, points, "test_accuracy", color, group.name(), scale=100)
-        ax.axhline(points[0]["test_accuracy"]["mean"] * 100, color=color, linestyle="--", linewidth=1, alpha=0.7)
-    ax.plot([], [], color="grey", linestyle="--", label="dense (round 0)")
-    _density_axis(ax, groups)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Test accuracy vs density (mean ± std over seeds)")
-    ax.legend(fontsize=8)
+        points = [p for p in group.rounds() if p[metric] is not None]
+        shift = 1 + 0.012 * (index - (len(arms) - 1) / 2)  # on the log axis: the same small offset everywhere
+        ax.errorbar(
+            [p["density"]["mean"] * shift for p in points],
+            [p[metric]["mean"] * scale for p in points],
+            yerr=[p[metric]["std"] * scale for p in points],
+            color=color, marker=_MARKERS[index % len(_MARKERS)], markersize=4, capsize=3, label=name,
+        )  # fmt: skip
+        if dense_reference and points and points[0]["round"] == 0:
+            ax.axhline(points[0][metric]["mean"] * scale, color=color, linestyle="--", linewidth=1, alpha=0.7)
+    if dense_reference:
+        ax.plot([], [], color="grey", linestyle="--", label="dense (round 0)")
+    _density_axis(ax, [group for group, _ in arms])
+    ax.set_ylabel(label)
+    ax.set_title(f"{label[0].upper()}{label[1:]} vs density, {_spread_words(arms)}", fontsize=10)
+    _legend(ax)
 
 
-def early_stop_vs_density(ax: Axes, groups: Sequence[Group]) -> None:
-    """The step of the lowest validation loss against density (Frankle & Carbin's early-stop iteration)."""
-    for index, group in enumerate(groups):
-        _errorbar(ax, group.rounds(), "early_stop_step", f"C{index % 10}", group.name(), scale=1)
-    _density_axis(ax, groups)
-    ax.set_ylabel("early-stop step")
-    ax.set_title("Early-stop step (lowest validation loss) vs density")
-    ax.legend(fontsize=8)
+def _spread_words(arms: Arms) -> str:
+    """`mean ± std over 5 seeds`, or `one seed` (no spread to show), as the runs are."""
+    counts = sorted({len(group.seeds) for group, _ in arms})
+    if counts == [1]:
+        return "one seed"
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"mean ± std over {seeds} seeds"
 
 
-def layer_density(ax: Axes, groups: Sequence[Group]) -> None:
-    """Each prunable layer's density per round (mean over seeds); line style tells configurations apart."""
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    """The legend beside the axes, never over the data (the saved figure grows to hold it)."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def layer_density(ax: Axes, arms: Arms) -> None:
+    """Each prunable layer's density per round (mean over seeds); line style tells arms apart."""
     layers = list(
-        dict.fromkeys(name for g in groups for run in g.runs for row in run.rows for name in row["layer_density"])
+        dict.fromkeys(name for g, _ in arms for run in g.runs for row in run.rows for name in row["layer_density"])
     )
-    for index, group in enumerate(groups):
+    for index, (group, arm) in enumerate(arms):
         style = _LINESTYLES[index % len(_LINESTYLES)]
         longest = max(len(run.rows) for run in group.runs)
         for layer_index, layer in enumerate(layers):
@@ -139,7 +174,7 @@ def layer_density(ax: Axes, groups: Sequence[Group]) -> None:
                 if values:
                     xs.append(round_index)
                     ys.append(sum(values) / len(values))
-            label = layer if len(groups) == 1 else f"{layer} ({group.name()})"
+            label = layer if len(arms) == 1 else f"{layer} ({arm})"
             ax.plot(xs, ys, style, marker=".", color=f"C{layer_index % 10}", label=label)
     from matplotlib.ticker import MaxNLocator
 
@@ -150,12 +185,12 @@ def layer_density(ax: Axes, groups: Sequence[Group]) -> None:
     ax.set_xlabel("round")
     ax.set_ylabel("weights remaining in the layer (log scale)")
     ax.set_title("Per-layer density per round")
-    ax.legend(fontsize=7, ncol=2 if len(layers) > 6 else 1)
+    _legend(ax, ncol=2 if len(layers) > 6 else 1)
 
 
-def training_curves(ax: Axes, groups: Sequence[Group], rounds: Sequence[int]) -> None:
+def training_curves(ax: Axes, arms: Arms, rounds: Sequence[int]) -> None:
     """Test accuracy against step within each chosen round (mean over seeds at each evaluation)."""
-    for index, group in enumerate(groups):
+    for index, (group, arm) in enumerate(arms):
         style = _LINESTYLES[index % len(_LINESTYLES)]
         for colour, round_index in enumerate(rounds):
             curves = [run.history(round_index) for run in group.runs if len(run.rows) > round_index]
@@ -170,12 +205,12 @@ def training_curves(ax: Axes, groups: Sequence[Group], rounds: Sequence[int]) ->
                 means,
                 style,
                 color=f"C{colour % 10}",
-                label=name if len(groups) == 1 else f"{name}, {group.name()}",
+                label=name if len(arms) == 1 else f"{name}, {arm}",
             )
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Training curves of chosen rounds")
-    ax.legend(fontsize=8)
+    _legend(ax)
 
 
 def lmc_curves(ax: Axes, runs: Sequence[Run]) -> None:
@@ -191,21 +226,7 @@ def lmc_curves(ax: Axes, runs: Sequence[Run]) -> None:
     ax.set_xlabel("interpolation α (0: first copy, 1: second copy)")
     ax.set_ylabel("test error (%)")
     ax.set_title("Linear mode connectivity (Frankle et al. 2020)")
-    ax.legend(fontsize=8)
-
-
-def _errorbar(ax: Axes, points: list[dict[str, Any]], metric: str, color: str, label: str, scale: float) -> None:
-    kept = [p for p in points if p[metric] is not None]
-    ax.errorbar(
-        [p["density"]["mean"] for p in kept],
-        [p[metric]["mean"] * scale for p in kept],
-        yerr=[p[metric]["std"] * scale for p in kept],
-        color=color,
-        marker="o",
-        markersize=4,
-        capsize=3,
-        label=label,
-    )
+    _legend(ax)
 
 
 def _density_axis(ax: Axes, groups: Sequence[Group]) -> None:
@@ -249,7 +270,7 @@ def _check_rounds(rounds: Sequence[int], finished: int) -> list[int]:
 
 def _save(fig: Any, path: Path) -> Path:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # room for the legends beside the axes
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buffer.getvalue())
     return path

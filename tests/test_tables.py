@@ -59,3 +59,36 @@ def test_group_by_says_which_experiments_it_merged(sweep_template, capsys):
 def test_null_output_rate_is_the_rate_it_stands_for(sweep_template):
     runs = load_runs([sweep_template])
     assert {configuration(run)["prune.output_rate"] for run in runs} == {0.1, 0.25}
+
+
+def test_figures_take_labels_title_and_metric(sweep_template, tmp_path, capsys):
+    import matplotlib.image as mpimg
+
+    folder = tmp_path / "figures"
+    args = ["report", str(sweep_template), "--plot-dir", str(folder), "--label", "gentle", "--label", "harsh"]
+    lth_ok(*args, "--title", "Two rates", "--metric", "test_accuracy", capsys=capsys)
+    image = mpimg.imread(folder / "accuracy_vs_density.png")
+    assert image.shape[1] > image.shape[0]  # the legend sits beside the axes: the figure grew wider
+    code, out, err = lth_in_process(*args[:-2], capsys=capsys)
+    assert not out
+    assert code == 2 and "--label: 1 given for 2 arms (rate 0.2; rate 0.5)" in err and err.count("\n") == 1
+
+
+def test_legends_name_arms_and_say_how_many_seeds(sweep_template):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lth.plots import accuracy_vs_density
+
+    groups = group_runs(load_runs([sweep_template]))
+    fig, ax = plt.subplots()
+    accuracy_vs_density(ax, [(group, group.name()) for group in groups], "early_stop_test_accuracy")
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert sorted(legend) == ["dense (round 0)", "rate 0.2", "rate 0.5"]
+    assert "mean ± std over 2 seeds" in ax.get_title() and "at early stop" in ax.get_title()
+    # the two arms' dense rounds sit at slightly different x, so equal values stay visible
+    first_points = [line.get_xdata()[0] for line in ax.get_lines() if len(line.get_xdata()) > 2]
+    assert len(set(first_points)) == 2
+    plt.close(fig)
