@@ -23,3 +23,30 @@ def test_version(tmp_path):
     from lth import __version__
 
     assert lth("--version", cwd=tmp_path).stdout.strip() == f"lth {__version__}"
+
+
+def test_a_log_gets_progress_lines_at_a_steady_rhythm():
+    """Without a terminal (SLURM logs, `| tee`): a line each 10% of a round or each minute, never wrapped."""
+    import io
+
+    from rich.console import Console
+
+    from lth.ui import RunDisplay
+
+    now = [0.0]
+    out = io.StringIO()
+    display = RunDisplay(live=True, console=Console(file=out, width=240), clock=lambda: now[0])
+    assert display.log_lines and not display.live
+    display.start_round(1, 0.8, total_steps=1000, steps_per_epoch=500)
+    for step in range(20, 1000, 20):
+        now[0] = step * 0.01  # 10 s for the round: the 10% rule decides
+        display.step(step, 0.5, 0.9)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 9 and lines[0].startswith("round 1 · density 80.0% · epoch 1/2 · step 100/1000 (10%)")
+    assert "eta 0m09s" in lines[0]
+    now[0] = 0.0
+    display.start_round(2, 0.64, total_steps=100_000, steps_per_epoch=50_000)
+    display.step(20, 0.5, 0.9)
+    now[0] = 61.0  # a slow round: the minute rule decides
+    display.step(40, 0.5, 0.9)
+    assert len(out.getvalue().splitlines()) == 10 and "step 40/100000" in out.getvalue().splitlines()[-1]
