@@ -11,7 +11,10 @@ training). The folder holds
                           the `lth run` command that made it
     model.torchscript.pt  with --format torchscript: a traced module that needs torch only
 
-Inputs are expected normalised as `lth.data.load(dataset, seed)` does (per-channel training-set statistics).
+The card records the input normalisation (per-channel mean and std of the seed's training split, in the units
+the dataset's files store). `load_ticket(path)` expects inputs normalised as `lth.data.load(dataset, seed)` gives
+them; `load_ticket(path, inputs="raw")` puts that normalisation in front of the model, for pixels as the files
+store them (0-255), and `inputs="unit"` for images scaled to [0, 1] (torchvision's `ToTensor`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
         "dataset": to_container(cfg)["dataset"],
         "seed": cfg.seed,
         "input_shape": list(dataset.input_shape),
+        "inputs": input_statistics(dataset),
         "num_classes": dataset.num_classes,
         "round": round_index,
         "weights": weights,
@@ -111,16 +115,60 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
     return card
 
 
-def load_ticket(path: Path | str, device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a ticket folder written by `lth export`, with its weights loaded, in eval mode."""
+INPUTS = ("normalised", "raw", "unit")
+
+
+def input_statistics(dataset: data.Dataset) -> dict[str, Any]:
+    """The normalisation a ticket's inputs need, for the card: per-channel mean and std in stored units."""
+    assert dataset.input_mean is not None and dataset.input_std is not None
+    return {
+        "mean": dataset.input_mean.flatten().tolist(),
+        "std": dataset.input_std.flatten().tolist(),
+        "stored_dtype": str(dataset.stored_dtype).removeprefix("torch."),
+    }
+
+
+class Normalise(nn.Module):
+    """(x - mean) / std with the card's statistics, broadcast over channels (images) or all values (flat)."""
+
+    def __init__(self, mean: list[float], std: list[float], input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        shape = (len(mean), *[1] * (len(input_shape) - 1)) if len(input_shape) > 1 else (len(mean),)
+        self.register_buffer("mean", torch.tensor(mean).reshape(shape))
+        self.register_buffer("std", torch.tensor(std).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def load_ticket(path: Path | str, device: str | torch.device = "cpu", inputs: str = "normalised") -> nn.Module:
+    """The model of a ticket folder written by `lth export`, with its weights loaded, in eval mode.
+
+    `inputs`: `normalised` (as `lth.data.load` gives them), `raw` (pixels as the dataset's files store them) or
+    `unit` (uint8 images scaled to [0, 1], as torchvision's ToTensor gives them): the model then normalises them
+    itself with the statistics on the card."""
     path = Path(path)
+    if inputs not in INPUTS:
+        raise ConfigError(f"inputs={inputs!r} is not allowed; choose one of: {', '.join(INPUTS)}")
     try:
         card = read_json(path / CARD_FILE)
     except (OSError, ValueError):
         raise ConfigError(f"{path} is not an lth ticket (no readable {CARD_FILE}); write one with lth export") from None
     fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
-    model = models.build(ModelConfig(**fields), tuple(card["input_shape"]), card["num_classes"])
+    input_shape = tuple(card["input_shape"])
+    model = models.build(ModelConfig(**fields), input_shape, card["num_classes"])
     model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
+    if inputs != "normalised":
+        stats = card.get("inputs")
+        if stats is None:
+            raise ConfigError(f"{path}: its card has no input statistics (exported by an older lth); export it again")
+        scale = 1.0
+        if inputs == "unit":
+            if stats["stored_dtype"] != "uint8":
+                raise ConfigError(f"inputs='unit' needs uint8 images; {path} was trained on {stats['stored_dtype']}")
+            scale = 255.0  # [0, 1] inputs are the stored 0-255 pixels divided by 255
+        mean, std = [m / scale for m in stats["mean"]], [s / scale for s in stats["std"]]
+        model = nn.Sequential(Normalise(mean, std, input_shape), model)
     return model.to(device).eval()
 
 

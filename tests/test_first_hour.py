@@ -50,3 +50,28 @@ def test_a_log_gets_progress_lines_at_a_steady_rhythm():
     now[0] = 61.0  # a slow round: the minute rule decides
     display.step(40, 0.5, 0.9)
     assert len(out.getvalue().splitlines()) == 10 and "step 40/100000" in out.getvalue().splitlines()[-1]
+
+
+def test_an_exported_ticket_is_right_on_unit_and_raw_inputs(tmp_path):
+    """The card carries the input normalisation; load_ticket(inputs="unit") takes [0, 1] images, as ToTensor gives."""
+    import json
+
+    import torch
+    from conftest import write_mnist_like
+
+    from lth import data, load_ticket
+    from lth.config import compose
+
+    write_mnist_like(tmp_path / "idx", n_train=300, n_test=60)
+    overrides = ["dataset=mnist", f"dataset.root={tmp_path / 'idx'}", "dataset.val_size=50"]
+    fast = [o for o in FAST if not o.startswith(("dataset.", "dataset="))]
+    lth("run", *overrides, *fast, "prune.rounds=1", "hydra.run.dir=run", cwd=tmp_path)
+    lth("export", "run", "--round", "1", "ticket", cwd=tmp_path)
+    card = json.loads((tmp_path / "ticket" / "card.json").read_text())
+    assert card["inputs"]["stored_dtype"] == "uint8" and len(card["inputs"]["mean"]) == 1
+    dataset = data.load(compose(overrides).dataset, 0, torch.device("cpu"))
+    pixels = data.idx.read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte")
+    unit = torch.from_numpy(pixels.copy()).float().unsqueeze(1) / 255
+    expected = load_ticket(tmp_path / "ticket")(dataset.test.x)
+    assert torch.allclose(load_ticket(tmp_path / "ticket", inputs="unit")(unit), expected, atol=1e-4)
+    assert torch.allclose(load_ticket(tmp_path / "ticket", inputs="raw")(unit * 255), expected, atol=1e-4)

@@ -68,6 +68,11 @@ class Dataset:
     test: Split
     num_classes: int
     augment: Augment | None = None  # applied by the trainer to each training batch (on its device); None: nothing
+    # the training-set statistics every split was normalised with (per channel for images), in the units the
+    # source stores (0-255 for uint8 images), and that storage type: what an exported ticket needs for raw inputs
+    input_mean: Tensor | None = None
+    input_std: Tensor | None = None
+    stored_dtype: torch.dtype | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -132,6 +137,9 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
         test=split(raw.test_x, raw.test_y),
         num_classes=raw.num_classes,
         augment=raw.augment,
+        input_mean=mean,
+        input_std=std,
+        stored_dtype=raw.train_x.dtype,
     )
 
 
