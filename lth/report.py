@@ -21,21 +21,11 @@ from typing import Any
 
 from rich.table import Table
 
-from lth.checkpoint import RUN_FILE, read_json, round_dir
+from lth.checkpoint import RUN_FILE, find_runs, read_json, round_dir
 from lth.errors import ConfigError
 
 # The metrics aggregated over seeds (the JSON row contract's numbers, see DESIGN.md).
 AGGREGATED = ("density", "test_accuracy", "best_test_accuracy", "early_stop_step")
-
-
-def find_runs(path: Path) -> list[Path]:
-    """The run directories at or under `path` (a run, or a folder of runs such as a sweep)."""
-    if (path / RUN_FILE).is_file():
-        return [path]
-    runs = sorted(p.parent for p in path.rglob(RUN_FILE)) if path.is_dir() else []
-    if not runs:
-        raise ConfigError(f"{path} is not an lth run directory (no {RUN_FILE} in it or below it)")
-    return runs
 
 
 def run_rows(run_dir: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from lth import config, sweeps
 from lth.errors import Interrupted, RunFailed
-from lth.imp import StopSignals
+from lth.signals import StopSignals
 from lth.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
