@@ -39,11 +39,11 @@ from lth.checkpoint import (
     read_run_record,
     write_json,
 )
-from lth.config import from_container
 from lth.errors import ConfigError
 from lth.prune import apply_masks, density
 from lth.report import Run, group_runs, load_runs
 from lth.seeds import LMC, derive_seed
+from lth.structured import from_container
 from lth.train import evaluate
 
 ANALYSIS_DIR = "analysis"

@@ -1,5 +1,5 @@
 """Mask controls (`prune.control`, Zhou et al. 2019): what a control changes about the ticket. Adding one is one
-`register` call here (its name joins `lth.config.CONTROLS`, which a test keeps equal to this registry).
+`register` call here (its name joins `lth.schema.CONTROLS`, which a test keeps equal to this registry).
 
 - `none`: the ticket itself;
 - `invert`: the criterion's lowest scores are kept instead of its highest;

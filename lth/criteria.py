@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lth.config import PruneConfig
 from lth.data import Dataset
 from lth.models import prunable_weights
 from lth.prune import Masks, PruneGroup, Scores, prune_by_score
+from lth.schema import PruneConfig
 
 Weights = dict[str, Tensor]
 GRASP_TEMPERATURE = 200.0
@@ -108,7 +108,7 @@ class Criterion:
     prune: Callable[[Scoring, list[PruneGroup], bool], Masks] | None = None  # its own pruning (re-scoring in steps)
 
 
-CRITERIA: dict[str, Criterion] = {}  # `prune.criterion=<name>`; lth.config.CRITERIA lists the same names
+CRITERIA: dict[str, Criterion] = {}  # `prune.criterion=<name>`; lth.schema.CRITERIA lists the same names
 
 
 def register(

@@ -31,7 +31,6 @@ from lth.checkpoint import (
     seal_tensors,
     verify_round,
 )
-from lth.config import Config
 from lth.controls import CONTROLS
 from lth.criteria import Scoring
 from lth.errors import Interrupted
@@ -49,6 +48,7 @@ from lth.prune import (
     plan_round,
     remaining_parameters,
 )
+from lth.schema import Config
 from lth.seeds import RANDOM_PRUNING, SHUFFLE, derive_seed
 from lth.signals import StopSignals
 from lth.train import Trainer, TrainResult, to_steps

@@ -1,6 +1,6 @@
 """Every refusal before training, in three stages, so that bad input exits 2 and leaves nothing on disk.
 
-1. config: the composed config checks its own keys (`lth.config`: the schema's groups, `validate`), before
+1. config: the composed config checks its own keys (`lth.schema`'s groups, `lth.structured.validate`), before
    this module is reached;
 2. environment (`environment`): the device, the data files, the run `prune.masks_from` names; before any run
    directory is made (`lth run` checks every job of a sweep this way first);
@@ -19,9 +19,9 @@ from torch import nn
 
 from lth import data, models, replicates
 from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, read_run_record, verify_round
-from lth.config import Config
 from lth.errors import ConfigError
 from lth.models import prunable_weights
+from lth.schema import Config
 from lth.train import steps_per_epoch, to_steps
 
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lth.config import PruneConfig
 from lth.models import prunable_weights
+from lth.schema import PruneConfig
 
 Masks = dict[str, Tensor]
 Scores = dict[str, Tensor]
@@ -78,7 +78,7 @@ class Schedule:
     pruned_from: Callable[[int], int]  # the round whose survivors round r prunes
 
 
-SCHEDULES: dict[str, Schedule] = {}  # `prune.schedule=<name>`; lth.config.SCHEDULES lists the same names
+SCHEDULES: dict[str, Schedule] = {}  # `prune.schedule=<name>`; lth.schema.SCHEDULES lists the same names
 
 
 def register_schedule(name: str, *, pruned_from: Callable[[int], int]) -> Callable[[Plan], Plan]:

@@ -3,7 +3,7 @@
 Rows come from the files on disk (round_NN/metrics.json and the config in run.json), so `lth report` shows
 the same numbers for a finished, interrupted or resumed run as the run printed itself.
 
-Runs that differ only by `seed` (and by keys that cannot change results, `lth.config.decides_results`) are one
+Runs that differ only by `seed` (and by keys that cannot change results, `lth.structured.decides_results`) are one
 *configuration*; the aggregated table gives, per configuration and round, the mean ± sample standard deviation
 over its seeds, as the lottery-ticket papers plot them (Frankle & Carbin 2019 average five trials per point).
 """
@@ -42,7 +42,7 @@ class Run:
     """One run directory as the report sees it: its flattened config, status and finished rounds."""
 
     path: Path
-    config: dict[str, Any]  # dotted key -> value (lth.config.flatten)
+    config: dict[str, Any]  # dotted key -> value (lth.structured.flatten)
     status: str
     rows: list[dict[str, Any]]
 
@@ -58,7 +58,7 @@ class Run:
 def read_run(run_dir: Path) -> Run:
     """A run's config and status from run.json, and one row per finished round from its metrics.json files."""
     from lth.checkpoint import read_run_record
-    from lth.config import flatten, from_container
+    from lth.structured import flatten, from_container
 
     record = read_run_record(run_dir)
     cfg = from_container(record.get("config"), run_dir / RUN_FILE)
@@ -140,7 +140,7 @@ def load_runs(paths: Sequence[Path]) -> list[Run]:
 
 def configuration(run: Run) -> dict[str, Any]:
     """What makes a run's results: its config minus the seed and minus keys that cannot change results."""
-    from lth.config import decides_results
+    from lth.structured import decides_results
 
     return {key: value for key, value in run.config.items() if key != "seed" and decides_results(key)}
 

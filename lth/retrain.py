@@ -1,6 +1,6 @@
 """Retrain rules (`prune.retrain`): what the survivors are reset to before a pruned round trains, the step it
 starts from, and its learning rate. Adding one is one registered function here (its name joins
-`lth.config.RETRAIN`, which a test keeps equal to this registry).
+`lth.schema.RETRAIN`, which a test keeps equal to this registry).
 
 - `rewind`: to θk, going on from step k with the schedule (Frankle & Carbin 2019; Frankle et al. 2020);
 - `lr_rewind`: the trained weights, the schedule rewound to step k (Renda et al. 2020);
@@ -19,8 +19,8 @@ from torch import nn
 
 from lth import data, models
 from lth.checkpoint import REWIND_FILE, load_sealed, load_tensors, verify_round
-from lth.config import Config
 from lth.prune import Masks
+from lth.schema import Config
 from lth.seeds import REINIT, derive_seed
 from lth.train import Trainer, lr_schedule, steps_per_epoch, to_steps
 

@@ -23,7 +23,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from lth import config, data, distributed, models, preflight
+from lth import data, distributed, models, preflight
+from lth import structured as config
 from lth.checkpoint import (
     FORMAT_VERSION,
     INIT_FILE,
@@ -39,11 +40,12 @@ from lth.checkpoint import (
     seal_tensors,
     update_run_record,
 )
-from lth.config import Config, config_hash
 from lth.errors import ConfigError, Interrupted
 from lth.imp import Rounds, round_together
 from lth.report import round_table, run_rows
+from lth.schema import Config
 from lth.signals import StopSignals
+from lth.structured import config_hash
 from lth.ui import RunDisplay
 
 Weights = dict[str, torch.Tensor]

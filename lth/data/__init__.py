@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lth.config import DatasetConfig
-from lth.errors import ConfigError
+from lth.schema import DatasetConfig, refuse
 from lth.seeds import SUBSET, derive_seed
 
 FLOAT_CACHE_BYTES = 2**31  # datasets up to 2 GiB as float32 are normalised once (MNIST: 0.2 GiB, CIFAR: 0.7 GiB)
@@ -99,17 +98,16 @@ def check(cfg: DatasetConfig) -> None:
 def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     raw = _SOURCES[cfg.name].read(cfg)
     if cfg.val_size >= len(raw.train_y):
-        raise ConfigError(
-            f"dataset.val_size={cfg.val_size} is not allowed; it must be smaller than the "
-            f"{len(raw.train_y)} training examples of {cfg.name}"
-        )
+        refuse("dataset.val_size", cfg.val_size, f"smaller than the {len(raw.train_y)} training examples of {cfg.name}")
     order = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
     train_idx, val_idx = order[cfg.val_size :], order[: cfg.val_size]
     if cfg.subset is not None:
         if cfg.subset > len(train_idx):
-            raise ConfigError(
-                f"dataset.subset={cfg.subset} is not allowed; {cfg.name} has {len(train_idx)} training examples "
-                f"after holding out dataset.val_size={cfg.val_size}, so dataset.subset must be at most {len(train_idx)}"
+            held_out = f"dataset.val_size={cfg.val_size} held out"
+            refuse(
+                "dataset.subset",
+                cfg.subset,
+                f"at most the {len(train_idx)} training examples of {cfg.name} ({held_out})",
             )
         generator = torch.Generator().manual_seed(derive_seed(seed, SUBSET))
         train_idx = train_idx[stratified_subset(raw.train_y[train_idx], cfg.subset, generator)]
