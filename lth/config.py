@@ -104,9 +104,13 @@ def recipe_overrides(overrides: Sequence[str]) -> list[str]:
     line leaves open, to be put in front of its overrides.
 
     So `lth run model=vgg16` trains on CIFAR-10 with the paper's schedule and pruning, while
-    `lth run model=vgg16 dataset=synthetic` keeps the recipe's training and pruning only.
+    `lth run model=vgg16 dataset=synthetic` keeps the recipe's training and pruning only. A preset's own group
+    choices (`override /dataset: synthetic` in `+debug=fast`) count as the command line's.
     """
     chosen = {o.partition("=")[0].lstrip("+~"): o.partition("=")[2] for o in overrides if "=" in o}
+    for override in overrides:
+        if override.startswith("+") and "=" in override:
+            chosen = {**_preset_choices(*override[1:].split("=", 1)), **chosen}
     models = [m.strip() for m in chosen.get("model", "").split(",") if m.strip()]
     recipes = {json.dumps(_recipe(model), sort_keys=True) for model in models}
     if len(recipes) > 1:
@@ -116,6 +120,22 @@ def recipe_overrides(overrides: Sequence[str]) -> list[str]:
         )
     recipe = json.loads(recipes.pop()) if recipes else {}
     return [f"{group}={recipe[group]}" for group in GROUPS if group in recipe and group not in chosen]
+
+
+def _preset_choices(group: str, option: str) -> dict[str, str]:
+    """The config groups a preset (`conf/<group>/<option>.yaml`) chooses in its defaults list."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    if "," in option or not path.is_file():
+        return {}
+    defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+    choices = {}
+    for entry in defaults:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                name = str(key).removeprefix("override ").strip().lstrip("/")
+                if name in GROUPS:
+                    choices[name] = str(value)
+    return choices
 
 
 def _recipe(model: str) -> dict[str, str]:

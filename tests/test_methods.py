@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import FAST, lth_ok
+from helpers import FAST, lth_ok
 from safetensors.torch import load_file
 from torch import nn
 

@@ -84,7 +84,7 @@ def test_training_batches_are_augmented_reproducibly():
 
 
 def test_the_recipe_is_recorded_with_the_run(tmp_path, capsys):
-    from conftest import lth_ok
+    from helpers import lth_ok
 
     out = lth_ok("run", "model=conv2", *TINY, "dataset.like=cifar10", f"hydra.run.dir={tmp_path}", capsys=capsys)
     assert "the model's recipe: prune=imp_conv train=conv2" in out

@@ -8,18 +8,16 @@ an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register
 from lth.schema import DatasetConfig, refuse
 from lth.seeds import SUBSET, derive_seed
 
 FLOAT_CACHE_BYTES = 2**31  # datasets up to 2 GiB as float32 are normalised once (MNIST: 0.2 GiB, CIFAR: 0.7 GiB)
-# A training-batch augmentation: (normalised images (N, C, H, W), seeded generator) -> images of the same shape.
-Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 @dataclass(frozen=True)
@@ -49,18 +47,6 @@ class Split:
 
 
 @dataclass(frozen=True)
-class RawData:
-    """What a source reads: uint8 or float images (N, C, H, W) or (N, D), int labels."""
-
-    train_x: Tensor
-    train_y: Tensor
-    test_x: Tensor
-    test_y: Tensor
-    num_classes: int
-    augment: Augment | None = None  # what the trainer applies to training batches; None: nothing
-
-
-@dataclass(frozen=True)
 class Dataset:
     train: Split
     val: Split | None  # None when dataset.val_size=0
@@ -71,23 +57,6 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.images.shape[1:])
-
-
-@dataclass(frozen=True)
-class Source:
-    check: Callable[[DatasetConfig], None]  # raise ConfigError if the data cannot be found; cheap
-    read: Callable[[DatasetConfig], RawData]
-
-
-_SOURCES: dict[str, Source] = {}
-
-
-def register(name: str, source: Source) -> None:
-    _SOURCES[name] = source
-
-
-def names() -> list[str]:
-    return sorted(_SOURCES)
 
 
 def check(cfg: DatasetConfig) -> None:

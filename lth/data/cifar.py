@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lth.data import RawData
 from lth.data.augment import random_crop_flip
 from lth.data.files import FileSource
+from lth.data.registry import RawData
 from lth.errors import ConfigError
 from lth.schema import DatasetConfig
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.data import RawData, Source, register
+from lth.data.registry import RawData, Source, register
 from lth.errors import ConfigError
 from lth.schema import DatasetConfig
 

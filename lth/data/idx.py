@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth.data import RawData
 from lth.data.files import FileSource, first_file
+from lth.data.registry import RawData
 from lth.errors import ConfigError
 from lth.schema import DatasetConfig
 

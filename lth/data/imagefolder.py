@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lth.data import RawData
 from lth.data.files import FileSource
+from lth.data.registry import RawData
 from lth.errors import ConfigError
 from lth.schema import DatasetConfig, ImageFolderDatasetConfig
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth.data import RawData
 from lth.data.augment import random_crop
 from lth.data.files import FileSource
+from lth.data.registry import RawData
 from lth.errors import ConfigError
 from lth.schema import DatasetConfig
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from lth.data import RawData, Source, register
+from lth.data.registry import RawData, Source, register
 from lth.schema import DatasetConfig, SyntheticDatasetConfig
 
 _DATA_SEED = 1234

@@ -8,41 +8,15 @@ layers (never biases or norm layers); the output layer is the last of them, prun
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
 from lth.errors import ConfigError
+from lth.models.registry import _BUILDERS, _TAKE_WIDTH, Builder, names, register, width_names  # noqa: F401
 from lth.schema import ModelConfig, refuse
 
-Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 SOURCES = ("lth", "torchvision")
-_BUILDERS: dict[str, Builder] = {}
-_TAKE_WIDTH: set[str] = set()  # models whose first-stage channel count `model.width` sets
 _PRUNABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def register(name: str, *, takes_width: bool = False) -> Callable[[Builder], Builder]:
-    """Add a builder under `model.name=<name>`; `takes_width`: it reads `model.width` (others refuse it)."""
-
-    def add(builder: Builder) -> Builder:
-        _BUILDERS[name] = builder
-        if takes_width:
-            _TAKE_WIDTH.add(name)
-        return builder
-
-    return add
-
-
-def names() -> list[str]:
-    """lth's own models (`model.source=lth`)."""
-    return sorted(_BUILDERS)
-
-
-def width_names() -> list[str]:
-    """lth's models that take `model.width`."""
-    return sorted(_TAKE_WIDTH)
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -6,8 +6,8 @@ import math
 
 from torch import Tensor, nn
 
-from lth.models import register
 from lth.models.layers import ConvClassifier, glorot_init_, image_shape
+from lth.models.registry import register
 from lth.schema import ModelConfig
 
 
