@@ -28,3 +28,21 @@ def test_a_stored_run_record_reads_back_to_the_same_config_and_hash():
     assert config.to_container(cfg) == stored["config"]
     assert json.dumps(config.to_container(cfg), sort_keys=True) == json.dumps(stored["config"], sort_keys=True)
     assert config.config_hash(cfg) == stored["config_hash"]
+
+
+def test_the_debug_preset_is_the_fast_experiment_the_fixtures_were_written_with():
+    cfg = config.compose(["+debug=fast"])
+    assert json.dumps(config.to_container(cfg), indent=2, sort_keys=True) == RECORDS["fast"]["config_json"]
+    assert config.config_hash(cfg) == RECORDS["fast"]["config_hash"]
+
+
+def test_run_json_records_the_code_and_keeps_the_config_hash(finished_template):
+    import lth
+
+    record = json.loads((finished_template / "run.json").read_text())
+    stored = json.loads((FIXTURES / "fast_run.json").read_text())
+    assert record["config_hash"] == stored["config_hash"] and record["config"] == stored["config"]
+    code = record["code"]
+    assert code["version"] == lth.__version__
+    if "commit" in code:  # run from a git checkout
+        assert len(code["commit"]) == 40 and isinstance(code["dirty"], bool)
