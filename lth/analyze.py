@@ -27,10 +27,11 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
-from lth import data, imp, models
+from lth import data, models, preflight, retrain
 from lth.checkpoint import (
     INIT_FILE,
     RUN_FILE,
+    find_runs,
     finished_round,
     finished_rounds,
     load_sealed,
@@ -38,11 +39,11 @@ from lth.checkpoint import (
     read_run_record,
     write_json,
 )
-from lth.config import from_container
 from lth.errors import ConfigError
 from lth.prune import apply_masks, density
-from lth.report import Run, find_runs, group_runs, load_runs
+from lth.report import Run, group_runs, load_runs
 from lth.seeds import LMC, derive_seed
+from lth.structured import from_container
 from lth.train import evaluate
 
 ANALYSIS_DIR = "analysis"
@@ -151,7 +152,7 @@ def lmc(run_dir: Path, round_index: int, points: int = 11, seed: int | None = No
         raise ConfigError(f"--points {points}: need at least 2 (the two endpoints)")
     cfg = from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
     folder = finished_round(run_dir, round_index)
-    device = imp.resolve_device(cfg.device)
+    device = preflight.resolve_device(cfg.device)
     dataset = data.load(cfg.dataset, cfg.seed, device)
     masks = load_tensors(folder / "mask.safetensors", str(device))
     first = load_tensors(folder / "final.safetensors", str(device))
@@ -159,8 +160,8 @@ def lmc(run_dir: Path, round_index: int, points: int = 11, seed: int | None = No
 
     model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
     model.load_state_dict(load_tensors(folder / "start.safetensors", str(device)))
-    trainer = imp.round_trainer(cfg, model, masks, dataset, round_index, seed=seed)
-    trainer.step = imp.first_step(cfg, round_index, trainer.steps_per_epoch)
+    trainer = retrain.round_trainer(cfg, model, masks, dataset, round_index, seed=seed)
+    trainer.step = retrain.first_step(cfg, round_index, trainer.steps_per_epoch)
     trainer.run()
     second = {name: value.detach().clone() for name, value in model.state_dict().items()}
 

@@ -268,6 +268,16 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def find_runs(path: Path) -> list[Path]:
+    """The run directories at or under `path` (a run, or a folder of runs such as a sweep)."""
+    if (path / RUN_FILE).is_file():
+        return [path]
+    runs = sorted(p.parent for p in path.rglob(RUN_FILE)) if path.is_dir() else []
+    if not runs:
+        raise ConfigError(f"{path} is not an lth run directory (no {RUN_FILE} in it or below it)")
+    return runs
+
+
 def read_run_record(run_dir: Path) -> dict[str, Any]:
     """run.json, or a ConfigError naming it when it is damaged."""
     path = run_dir / RUN_FILE

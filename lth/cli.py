@@ -141,11 +141,11 @@ def run(args: list[str]) -> None:
 
 
 def _validate_jobs(overrides: list[str], multirun: bool) -> None:
-    from lth import config, imp
+    from lth import config, preflight
 
     jobs = config.expand_sweep(overrides) if multirun else [overrides]
     for job in jobs:
-        imp.preflight(config.compose(job))
+        preflight.environment(config.compose(job))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -166,10 +166,10 @@ def resume(args: list[str]) -> None:
     )
     parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
-    from lth import distributed, imp
+    from lth import distributed, runs
 
     distributed.init()  # `torchrun ... -m lth resume DIR` continues a data-parallel run
-    imp.resume(parsed.path, parsed.overrides, force=parsed.force)
+    runs.resume(parsed.path, parsed.overrides, force=parsed.force)
 
 
 def report(args: list[str]) -> None:

@@ -17,16 +17,17 @@ At the weights the pruned round starts from (pruning at initialisation, compared
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lth.config import PruneConfig
 from lth.data import Dataset
 from lth.models import prunable_weights
 from lth.prune import Masks, PruneGroup, Scores, prune_by_score
+from lth.schema import PruneConfig
 
 Weights = dict[str, Tensor]
 GRASP_TEMPERATURE = 200.0
@@ -47,27 +48,14 @@ class Scoring:
 
     def prune(self, groups: list[PruneGroup], invert: bool = False) -> Masks:
         """The new masks: each group keeps its planned count of the highest scores (the lowest: `invert`)."""
-        criterion = self.cfg.criterion
-        if criterion == "synflow":
-            return self._synflow(groups, invert)
-        scores = self._scores(criterion)
+        criterion = CRITERIA[self.cfg.criterion]
+        if criterion.prune is not None:
+            return criterion.prune(self, groups, invert)
+        scores = criterion.score(self)
         return prune_by_score(_signed(scores, invert), self.masks, groups, self.cfg.min_layer_density)
 
     def _scores(self, criterion: str) -> Scores:
-        masks = self.masks
-        if criterion == "magnitude":
-            return {name: self.final[name].abs() for name in masks}
-        if criterion == "magnitude_increase":
-            return {name: self.final[name].abs() - self.init[name].abs() for name in masks}
-        if criterion == "random":
-            return {name: torch.rand(m.shape, generator=self.generator).to(m.device) for name, m in masks.items()}
-        if criterion == "snip":
-            return self._snip()
-        if criterion == "grasp":
-            return self._grasp()
-        if criterion == "synflow":  # one scoring pass; pruning with it iterates (`_synflow`)
-            return self._synflow_scores(self._positive_network(), masks)
-        raise ValueError(f"unknown pruning criterion {criterion!r}")
+        return CRITERIA[criterion].score(self)
 
     def _network_at_start(self, masks: Masks) -> tuple[nn.Module, dict[str, nn.Parameter]]:
         """A scratch copy of the network at its start weights with `masks` applied."""
@@ -89,41 +77,6 @@ class Scoring:
             picked.append(members[order[: self.cfg.score_examples_per_class]])
         chosen = torch.cat(picked).to(labels.device)
         return self.data.train.inputs(chosen), labels[chosen]
-
-    def _snip(self) -> Scores:
-        network, weights = self._network_at_start(self.masks)
-        x, y = self._batch()
-        grads = torch.autograd.grad(F.cross_entropy(network(x), y), list(weights.values()))
-        return {
-            name: (grad * weight).abs().detach() for (name, weight), grad in zip(weights.items(), grads, strict=True)
-        }
-
-    def _grasp(self) -> Scores:
-        network, weights = self._network_at_start(self.masks)
-        x, y = self._batch()
-        params = list(weights.values())
-        gradient = torch.autograd.grad(F.cross_entropy(network(x) / GRASP_TEMPERATURE, y), params)
-        with_graph = torch.autograd.grad(F.cross_entropy(network(x) / GRASP_TEMPERATURE, y), params, create_graph=True)
-        flow = sum((g * g_fixed).sum() for g, g_fixed in zip(with_graph, gradient, strict=True))
-        hessian_gradient = torch.autograd.grad(flow, params)
-        return {
-            name: (weight * hg).detach() for (name, weight), hg in zip(weights.items(), hessian_gradient, strict=True)
-        }
-
-    def _synflow(self, groups: list[PruneGroup], invert: bool) -> Masks:
-        masks = self.masks
-        iterations = self.cfg.synflow_iterations
-        network = self._positive_network()  # one copy, re-masked each iteration
-        alive = {group: sum(int(masks[name].sum()) for name in group.layers) for group in groups}
-        for step in range(1, iterations + 1):
-            # the kept count shrinks exponentially from the survivors to the plan, reaching it exactly at the end
-            stage = [
-                PruneGroup(g.layers, round(alive[g] * (g.kept / alive[g]) ** (step / iterations)) if alive[g] else 0)
-                for g in groups
-            ]
-            scores = _signed(self._synflow_scores(network, masks), invert)
-            masks = prune_by_score(scores, masks, stage, self.cfg.min_layer_density)
-        return masks
 
     def _positive_network(self) -> nn.Module:
         """A float64 copy of the network in eval mode (float64: the product of all |w| along a deep path underflows
@@ -147,6 +100,83 @@ class Scoring:
 
 def _signed(scores: Scores, invert: bool) -> Scores:
     return {name: -score for name, score in scores.items()} if invert else scores
+
+
+@dataclass(frozen=True)
+class Criterion:
+    score: Callable[[Scoring], Scores]  # higher: kept
+    prune: Callable[[Scoring, list[PruneGroup], bool], Masks] | None = None  # its own pruning (re-scoring in steps)
+
+
+CRITERIA: dict[str, Criterion] = {}  # `prune.criterion=<name>`; lth.schema.CRITERIA lists the same names
+
+
+def register(
+    name: str, *, prune: Callable[[Scoring, list[PruneGroup], bool], Masks] | None = None
+) -> Callable[[Callable[[Scoring], Scores]], Callable[[Scoring], Scores]]:
+    """Add a criterion: a function from what a round may look at (`Scoring`) to a score per weight."""
+
+    def add(score: Callable[[Scoring], Scores]) -> Callable[[Scoring], Scores]:
+        CRITERIA[name] = Criterion(score, prune)
+        return score
+
+    return add
+
+
+@register("magnitude")
+def magnitude(s: Scoring) -> Scores:
+    return {name: s.final[name].abs() for name in s.masks}
+
+
+@register("magnitude_increase")
+def magnitude_increase(s: Scoring) -> Scores:
+    return {name: s.final[name].abs() - s.init[name].abs() for name in s.masks}
+
+
+@register("random")
+def random(s: Scoring) -> Scores:
+    return {name: torch.rand(m.shape, generator=s.generator).to(m.device) for name, m in s.masks.items()}
+
+
+@register("snip")
+def snip(s: Scoring) -> Scores:
+    network, weights = s._network_at_start(s.masks)
+    x, y = s._batch()
+    grads = torch.autograd.grad(F.cross_entropy(network(x), y), list(weights.values()))
+    return {name: (grad * weight).abs().detach() for (name, weight), grad in zip(weights.items(), grads, strict=True)}
+
+
+@register("grasp")
+def grasp(s: Scoring) -> Scores:
+    network, weights = s._network_at_start(s.masks)
+    x, y = s._batch()
+    params = list(weights.values())
+    gradient = torch.autograd.grad(F.cross_entropy(network(x) / GRASP_TEMPERATURE, y), params)
+    with_graph = torch.autograd.grad(F.cross_entropy(network(x) / GRASP_TEMPERATURE, y), params, create_graph=True)
+    flow = sum((g * g_fixed).sum() for g, g_fixed in zip(with_graph, gradient, strict=True))
+    hessian_gradient = torch.autograd.grad(flow, params)
+    return {name: (weight * hg).detach() for (name, weight), hg in zip(weights.items(), hessian_gradient, strict=True)}
+
+
+def synflow_prune(s: Scoring, groups: list[PruneGroup], invert: bool) -> Masks:
+    masks = s.masks
+    iterations = s.cfg.synflow_iterations
+    network = s._positive_network()  # one copy, re-masked each iteration
+    alive = {group: sum(int(masks[name].sum()) for name in group.layers) for group in groups}
+    for step in range(1, iterations + 1):
+        # the kept count shrinks exponentially from the survivors to the plan, reaching it exactly at the end
+        stage = [
+            PruneGroup(g.layers, round(alive[g] * (g.kept / alive[g]) ** (step / iterations)) if alive[g] else 0)
+            for g in groups
+        ]
+        scores = _signed(s._synflow_scores(network, masks), invert)
+        masks = prune_by_score(scores, masks, stage, s.cfg.min_layer_density)
+    return masks
+
+
+@register("synflow", prune=synflow_prune)
+def synflow(s: Scoring) -> Scores:  # one scoring pass; pruning with it iterates (`synflow_prune`)
+    return s._synflow_scores(s._positive_network(), s.masks)
 
 
 def shuffle_within_layers(masks: Masks, generator: torch.Generator) -> Masks:

@@ -41,9 +41,10 @@ from lth.checkpoint import (
     save_tensors,
     write_json,
 )
-from lth.config import ModelConfig, from_container, to_container
 from lth.errors import ConfigError
 from lth.prune import density, layer_densities
+from lth.schema import ModelConfig
+from lth.structured import from_container, to_container
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lth import config, imp, sweeps
+from lth import config, runs, sweeps
 from lth.checkpoint import now
 from lth.errors import ConfigError, Interrupted, LthError
 
@@ -64,11 +64,11 @@ def _run(composed: DictConfig, run_dir: Path, sweep_job: bool) -> None:
     try:
         cfg = config.from_dictconfig(composed)
         if sweep_job:
-            imp.run_or_continue(cfg, run_dir)
+            runs.run_or_continue(cfg, run_dir)
         elif cfg.train.replicates > 1:
-            imp.run_replicates(cfg, run_dir)
+            runs.run_replicates(cfg, run_dir)
         else:
-            imp.run(cfg, run_dir, new_run=True)
+            runs.run(cfg, run_dir, new_run=True)
     except ConfigError:
         _discard_if_unused(run_dir)
         raise

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from lth.config import PruneConfig
 from lth.models import prunable_weights
+from lth.schema import PruneConfig
 
 Masks = dict[str, Tensor]
 Scores = dict[str, Tensor]
@@ -65,11 +66,35 @@ def plan_round(masks: Masks, output: str, cfg: PruneConfig, round_index: int) ->
     `prune.ignore` matches are in no group: they are never pruned.
     """
     layers = {name: mask for name, mask in masks.items() if not ignored(name, cfg)}
+    return SCHEDULES[cfg.schedule].plan(layers, output, cfg, round_index)
+
+
+Plan = Callable[[Masks, str, PruneConfig, int], list[PruneGroup]]  # (layers pruned, output layer, cfg, r) -> groups
+
+
+@dataclass(frozen=True)
+class Schedule:
+    plan: Plan  # round r's groups and how many weights each keeps
+    pruned_from: Callable[[int], int]  # the round whose survivors round r prunes
+
+
+SCHEDULES: dict[str, Schedule] = {}  # `prune.schedule=<name>`; lth.schema.SCHEDULES lists the same names
+
+
+def register_schedule(name: str, *, pruned_from: Callable[[int], int]) -> Callable[[Plan], Plan]:
+    """Add a pruning schedule under `prune.schedule=<name>`."""
+
+    def add(plan: Plan) -> Plan:
+        SCHEDULES[name] = Schedule(plan, pruned_from)
+        return plan
+
+    return add
+
+
+@register_schedule("iterative", pruned_from=lambda round_index: round_index - 1)
+def iterative(layers: Masks, output: str, cfg: PruneConfig, round_index: int) -> list[PruneGroup]:
+    """Each round keeps (1 - rate) of the last round's survivors: density (1 - rate)^r, per rate group."""
     spread = distribution(cfg)
-    if cfg.schedule == "oneshot":
-        target = cfg.target_density if cfg.target_density is not None and round_index > 0 else None
-        density = target if target is not None else (1 - cfg.rate) ** round_index
-        return _spread(layers, density, spread, cfg.min_layer_density)
     by_rate: dict[float, Masks] = {}
     for name, mask in layers.items():
         if name != output:
@@ -83,6 +108,14 @@ def plan_round(masks: Masks, output: str, cfg: PruneConfig, round_index: int) ->
     if output in layers:
         groups.append(PruneGroup((output,), round(layers[output].numel() * (1 - output_rate(cfg)) ** round_index)))
     return groups
+
+
+@register_schedule("oneshot", pruned_from=lambda round_index: 0)
+def oneshot(layers: Masks, output: str, cfg: PruneConfig, round_index: int) -> list[PruneGroup]:
+    """Round r prunes the dense network straight to `target_density`, or to (1 - rate)^r."""
+    target = cfg.target_density if cfg.target_density is not None and round_index > 0 else None
+    density = target if target is not None else (1 - cfg.rate) ** round_index
+    return _spread(layers, density, distribution(cfg), cfg.min_layer_density)
 
 
 def _spread(layers: Masks, density: float, spread: str, min_layer_density: float | None) -> list[PruneGroup]:

@@ -8,7 +8,7 @@ is N separate runs, to float rounding, because the summed loss gives each replic
 Adam and SGD (momentum, weight decay) act elementwise. Each replicate's parameters are views into the stacks, so
 its model is current at every step (rewind point, checks, checkpoints, publishing) without copying.
 
-What would break that equivalence is refused up front (lth.config): fp16 loss scaling (one scale for all
+What would break that equivalence is refused up front (lth.schema): fp16 loss scaling (one scale for all
 replicates would skip their steps together), torch.compile, torchrun; and dropout (vmap would draw other masks
 than a solo run), refused by `check_model`.
 """

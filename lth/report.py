@@ -3,7 +3,7 @@
 Rows come from the files on disk (round_NN/metrics.json and the config in run.json), so `lth report` shows
 the same numbers for a finished, interrupted or resumed run as the run printed itself.
 
-Runs that differ only by `seed` (and by keys that cannot change results, `lth.config.decides_results`) are one
+Runs that differ only by `seed` (and by keys that cannot change results, `lth.structured.decides_results`) are one
 *configuration*; the aggregated table gives, per configuration and round, the mean ± sample standard deviation
 over its seeds, as the lottery-ticket papers plot them (Frankle & Carbin 2019 average five trials per point).
 """
@@ -21,23 +21,13 @@ from typing import Any
 
 from rich.table import Table
 
-from lth.checkpoint import RUN_FILE, read_json, round_dir
+from lth.checkpoint import RUN_FILE, find_runs, read_json, round_dir
 from lth.errors import ConfigError
 
 # The metrics aggregated over seeds (the JSON row contract's numbers, see DESIGN.md). The headline is the test
 # accuracy at the step of the lowest validation loss (the papers' measure); `best_test_accuracy`, the best test
 # accuracy over a round's evaluations, is chosen on the test set: an oracle, kept in the JSON rows only.
 AGGREGATED = ("density", "early_stop_test_accuracy", "test_accuracy", "best_test_accuracy", "early_stop_step")
-
-
-def find_runs(path: Path) -> list[Path]:
-    """The run directories at or under `path` (a run, or a folder of runs such as a sweep)."""
-    if (path / RUN_FILE).is_file():
-        return [path]
-    runs = sorted(p.parent for p in path.rglob(RUN_FILE)) if path.is_dir() else []
-    if not runs:
-        raise ConfigError(f"{path} is not an lth run directory (no {RUN_FILE} in it or below it)")
-    return runs
 
 
 def run_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -54,7 +44,7 @@ class Run:
     """One run directory as the report sees it: its flattened config, status and finished rounds."""
 
     path: Path
-    config: dict[str, Any]  # dotted key -> value (lth.config.flatten)
+    config: dict[str, Any]  # dotted key -> value (lth.structured.flatten)
     status: str
     rows: list[dict[str, Any]]
 
@@ -70,7 +60,7 @@ class Run:
 def read_run(run_dir: Path) -> Run:
     """A run's config and status from run.json, and one row per finished round from its metrics.json files."""
     from lth.checkpoint import read_run_record
-    from lth.config import flatten, from_container
+    from lth.structured import flatten, from_container
 
     record = read_run_record(run_dir)
     cfg = from_container(record.get("config"), run_dir / RUN_FILE)
@@ -158,8 +148,8 @@ NOT_ARMS = ("seed", "device", "dataset.root", "dataset.download", "train.eval_ev
 
 def configuration(run: Run) -> dict[str, Any]:
     """What makes a run's results, by effective value: its config minus the seed and the keys that cannot change
-    results (`NOT_ARMS`, `lth.config.decides_results`); `prune.output_rate: null` is the rate it stands for."""
-    from lth.config import decides_results
+    results (`NOT_ARMS`, `lth.structured.decides_results`); `prune.output_rate: null` is the rate it stands for."""
+    from lth.structured import decides_results
 
     config = {key: value for key, value in run.config.items() if key not in NOT_ARMS and decides_results(key)}
     if config.get("prune.output_rate") is None and isinstance(config.get("prune.rate"), float):

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lth import distributed
-from lth.config import DURATION, TrainConfig
 from lth.data import Dataset, Split
 from lth.errors import RunFailed
 from lth.models import prunable_weights
 from lth.prune import Masks
+from lth.schema import DURATION, TrainConfig
 from lth.seeds import AUGMENT, DATA_ORDER, TRAINING, derive_seed
 
 EVAL_BATCH_SIZE = 2048

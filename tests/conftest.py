@@ -1,86 +1,13 @@
-"""Shared test helpers: idx files written from the format's spec, and the real `lth` command in a subprocess."""
+"""Shared fixtures: a finished run and a finished sweep made once per session by the real command (the helpers
+they use are in helpers.py)."""
 
 from __future__ import annotations
 
-import gzip
-import os
 import shutil
-import struct
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-# A tiny but real experiment: synthetic data, 2 pruning rounds, seconds on a CPU.
-FAST = [
-    "dataset=synthetic",
-    "dataset.train_size=600",
-    "dataset.test_size=200",
-    "dataset.val_size=100",
-    "train.epochs=1",
-    "train.batch_size=50",
-    "train.eval_every=5",
-    "prune.rounds=2",
-    "ui.progress=false",
-]
-
-_IDX_TYPE_CODES = {np.dtype("uint8"): 0x08, np.dtype("int8"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C}
-
-
-def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
-    """Write `array` in the idx format (magic 0x0000, type code, ndim, big-endian dims, big-endian data)."""
-    big_endian = array.astype(array.dtype.newbyteorder(">")) if array.dtype.itemsize > 1 else array
-    header = struct.pack(">HBB", 0, _IDX_TYPE_CODES[big_endian.dtype], array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + big_endian.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        payload = gzip.compress(payload)
-    path.write_bytes(payload)
-    return path
-
-
-def write_mnist_like(folder: Path, n_train: int = 120, n_test: int = 40, gz: bool = False, seed: int = 0) -> None:
-    """The four idx files of an MNIST-family dataset, with small random 28x28 images."""
-    rng = np.random.default_rng(seed)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), gz)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8), gz)
-
-
-def lth(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real command line (`python -m lth ...`) and capture its output."""
-    full_env = {key: value for key, value in os.environ.items() if key != "LTH_DATA"}
-    full_env.update({"COLUMNS": "160", **(env or {})})
-    result = subprocess.run(
-        [sys.executable, "-m", "lth", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"lth {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def lth_in_process(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Call the CLI's entry point in this process (no interpreter start-up); returns exit code, stdout, stderr."""
-    from lth.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def lth_ok(*args: str, capsys: pytest.CaptureFixture[str]) -> str:
-    """`lth_in_process` that must succeed; returns what it printed."""
-    code, out, err = lth_in_process(*args, capsys=capsys)
-    assert code == 0, f"lth {' '.join(args)} exited {code}:\n{out}\n{err}"
-    return out
+from helpers import FAST, lth
 
 
 @pytest.fixture(scope="session")
@@ -97,21 +24,6 @@ def fast_run(tmp_path: Path, finished_template: Path) -> Path:
     run_dir = tmp_path / "run"
     shutil.copytree(finished_template, run_dir)
     return run_dir
-
-
-def prune_by_magnitude(weights, masks, groups):
-    """The ticket's pruning step: keep the largest |w| (the `magnitude` criterion)."""
-    from lth.prune import prune_by_score
-
-    return prune_by_score({name: weights[name].abs() for name in masks}, masks, groups)
-
-
-def plan(model, cfg, masks, round_index):
-    """The pruning plan of `round_index` for `model`, pruning from `masks`."""
-    from lth.models import output_layer
-    from lth.prune import plan_round
-
-    return plan_round(masks, output_layer(model), cfg, round_index)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import lth_in_process, lth_ok
+from helpers import lth_in_process, lth_ok
 from safetensors.torch import load_file
 
 from lth import analyze

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAST, lth, lth_ok
+from helpers import FAST, lth, lth_ok
 from safetensors.torch import load_file
 
 from lth.checkpoint import ROUND_FILES

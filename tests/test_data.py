@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_idx, write_mnist_like
+from helpers import write_idx, write_mnist_like
 
 from lth import data
 from lth.config import DatasetConfig, SyntheticDatasetConfig

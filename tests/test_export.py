@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import lth_in_process, lth_ok
+from helpers import lth_in_process, lth_ok
 from safetensors.torch import load_file
 
 import lth

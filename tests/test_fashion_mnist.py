@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import lth
+from helpers import lth
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import FAST, lth_ok
+from helpers import FAST, lth_ok
 from safetensors.torch import load_file
 from torch import nn
 
@@ -276,7 +276,9 @@ def test_masks_from_a_sweep_folder_takes_the_run_with_the_same_seed(method_run, 
     assert all(torch.equal(tensors(control, 1, "mask")[n], m) for n, m in ticket.items())
     assert json.loads((control / "run.json").read_text())["config"]["prune"]["retrain"] == "reinit"
     shutil.copytree(sweep / "0", sweep / "again")
-    from lth import config, imp
+    from lth import config, preflight
 
     with pytest.raises(config.ConfigError, match=r"holds 2 runs .* with seed=0; name one run directory"):
-        imp.preflight(config.compose(["+controls=random_pruning", f"prune.masks_from={sweep}", "prune.rounds=1"]))
+        preflight.environment(
+            config.compose(["+controls=random_pruning", f"prune.masks_from={sweep}", "prune.rounds=1"])
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import plan, prune_by_magnitude
+from helpers import plan, prune_by_magnitude
 
 from lth.config import ModelConfig, PruneConfig
 from lth.models import build, output_layer, prunable_weights

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import FAST, lth
+from helpers import FAST, lth
 
 from lth import cli, config
 

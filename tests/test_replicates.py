@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import FAST, lth, lth_in_process, lth_ok, plan, prune_by_magnitude
+from helpers import FAST, lth, lth_in_process, lth_ok, plan, prune_by_magnitude
 from torch import nn
 
 from lth import data

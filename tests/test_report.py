@@ -9,7 +9,7 @@ import shutil
 import statistics
 
 import pytest
-from conftest import FAST, lth_in_process, lth_ok
+from helpers import FAST, lth_in_process, lth_ok
 
 from lth.report import AGGREGATED, group_runs, load_runs
 

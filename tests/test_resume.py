@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, lth, lth_in_process, lth_ok
+from helpers import FAST, lth, lth_in_process, lth_ok
 from safetensors.torch import load_file
 
 from lth.checkpoint import save_state, update_run_record

@@ -11,18 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, lth, lth_in_process, lth_ok
+from helpers import FAST, lth, lth_in_process, lth_ok
 from omegaconf import OmegaConf
 
 from lth import config, sweeps
 from lth.errors import Interrupted, RunFailed
-from lth.imp import StopSignals
+from lth.signals import StopSignals
 from lth.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKTREE = {"PYTHONPATH": str(ROOT)}  # `python -m lth` in a subprocess imports this checkout's lth
 PRESETS = sorted(path.stem for path in (config.CONF_DIR / "experiment").glob("*.yaml"))
-DENSE = [o.replace("prune.rounds=2", "prune.rounds=0") for o in FAST]  # round 0 only
+DENSE = [*FAST, "prune.rounds=0"]  # round 0 only
 
 
 def record(sweep: Path) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from conftest import lth_in_process, lth_ok
+from helpers import lth_in_process, lth_ok
 
 from lth.arms import arm_name
 from lth.report import configuration, group_runs, load_runs

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lth import config, imp
+from lth import config, runs
 from lth.config import ModelConfig
 from lth.data import Dataset, Split
 from lth.data.augment import random_crop_flip
@@ -40,7 +40,7 @@ def test_every_model_trains_a_round_and_prunes(model, tmp_path):
     overrides = [f"model={model}", *TINY, f"dataset.like={like}"]
     cfg = config.compose([*config.recipe_overrides(overrides), *overrides])
     (tmp_path / model).mkdir()
-    rows = imp.run(cfg, tmp_path / model)
+    rows = runs.run(cfg, tmp_path / model)
     assert [row["round"] for row in rows] == [0, 1]
     assert rows[1]["density"] < 1 and all(rows[1]["checks"].values())
     assert 0 <= rows[1]["test_accuracy"] <= 1
@@ -84,7 +84,7 @@ def test_training_batches_are_augmented_reproducibly():
 
 
 def test_the_recipe_is_recorded_with_the_run(tmp_path, capsys):
-    from conftest import lth_ok
+    from helpers import lth_ok
 
     out = lth_ok("run", "model=conv2", *TINY, "dataset.like=cifar10", f"hydra.run.dir={tmp_path}", capsys=capsys)
     assert "the model's recipe: prune=imp_conv train=conv2" in out

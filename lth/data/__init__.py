@@ -8,19 +8,16 @@ an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lth.config import DatasetConfig
-from lth.errors import ConfigError
+from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register
+from lth.schema import DatasetConfig, refuse
 from lth.seeds import SUBSET, derive_seed
 
 FLOAT_CACHE_BYTES = 2**31  # datasets up to 2 GiB as float32 are normalised once (MNIST: 0.2 GiB, CIFAR: 0.7 GiB)
-# A training-batch augmentation: (normalised images (N, C, H, W), seeded generator) -> images of the same shape.
-Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 @dataclass(frozen=True)
@@ -50,18 +47,6 @@ class Split:
 
 
 @dataclass(frozen=True)
-class RawData:
-    """What a source reads: uint8 or float images (N, C, H, W) or (N, D), int labels."""
-
-    train_x: Tensor
-    train_y: Tensor
-    test_x: Tensor
-    test_y: Tensor
-    num_classes: int
-    augment: Augment | None = None  # what the trainer applies to training batches; None: nothing
-
-
-@dataclass(frozen=True)
 class Dataset:
     train: Split
     val: Split | None  # None when dataset.val_size=0
@@ -79,23 +64,6 @@ class Dataset:
         return tuple(self.train.images.shape[1:])
 
 
-@dataclass(frozen=True)
-class Source:
-    check: Callable[[DatasetConfig], None]  # raise ConfigError if the data cannot be found; cheap
-    read: Callable[[DatasetConfig], RawData]
-
-
-_SOURCES: dict[str, Source] = {}
-
-
-def register(name: str, source: Source) -> None:
-    _SOURCES[name] = source
-
-
-def names() -> list[str]:
-    return sorted(_SOURCES)
-
-
 def check(cfg: DatasetConfig) -> None:
     """Fail early, before a run directory exists, when the data is not where the config says."""
     _SOURCES[cfg.name].check(cfg)
@@ -104,17 +72,16 @@ def check(cfg: DatasetConfig) -> None:
 def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     raw = _SOURCES[cfg.name].read(cfg)
     if cfg.val_size >= len(raw.train_y):
-        raise ConfigError(
-            f"dataset.val_size={cfg.val_size} is not allowed; it must be smaller than the "
-            f"{len(raw.train_y)} training examples of {cfg.name}"
-        )
+        refuse("dataset.val_size", cfg.val_size, f"smaller than the {len(raw.train_y)} training examples of {cfg.name}")
     order = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
     train_idx, val_idx = order[cfg.val_size :], order[: cfg.val_size]
     if cfg.subset is not None:
         if cfg.subset > len(train_idx):
-            raise ConfigError(
-                f"dataset.subset={cfg.subset} is not allowed; {cfg.name} has {len(train_idx)} training examples "
-                f"after holding out dataset.val_size={cfg.val_size}, so dataset.subset must be at most {len(train_idx)}"
+            held_out = f"dataset.val_size={cfg.val_size} held out"
+            refuse(
+                "dataset.subset",
+                cfg.subset,
+                f"at most the {len(train_idx)} training examples of {cfg.name} ({held_out})",
             )
         generator = torch.Generator().manual_seed(derive_seed(seed, SUBSET))
         train_idx = train_idx[stratified_subset(raw.train_y[train_idx], cfg.subset, generator)]

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lth.config import DatasetConfig
-from lth.data import RawData
 from lth.data.augment import random_crop_flip
 from lth.data.files import FileSource
+from lth.data.registry import RawData
 from lth.errors import ConfigError
+from lth.schema import DatasetConfig
 
 _IMAGE_BYTES = 3 * 32 * 32
 # What pickled NumPy arrays refer to (NumPy 1 and 2 module names, protocol 2 bytes via _codecs); nothing else.

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lth.config import DatasetConfig
-from lth.data import RawData, Source, register
+from lth.data.registry import RawData, Source, register
 from lth.errors import ConfigError
+from lth.schema import DatasetConfig
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth.config import DatasetConfig
-from lth.data import RawData
 from lth.data.files import FileSource, first_file
+from lth.data.registry import RawData
 from lth.errors import ConfigError
+from lth.schema import DatasetConfig
 
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _FILES = {

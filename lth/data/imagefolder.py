@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lth.config import DatasetConfig, ImageFolderDatasetConfig
-from lth.data import RawData
 from lth.data.files import FileSource
+from lth.data.registry import RawData
 from lth.errors import ConfigError
+from lth.schema import DatasetConfig, ImageFolderDatasetConfig
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 _TEST_DIRS = ("val", "test")

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth.config import DatasetConfig
-from lth.data import RawData
 from lth.data.augment import random_crop
 from lth.data.files import FileSource
+from lth.data.registry import RawData
 from lth.errors import ConfigError
+from lth.schema import DatasetConfig
 
 _FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 

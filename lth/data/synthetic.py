@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from lth.config import DatasetConfig, SyntheticDatasetConfig
-from lth.data import RawData, Source, register
+from lth.data.registry import RawData, Source, register
+from lth.schema import DatasetConfig, SyntheticDatasetConfig
 
 _DATA_SEED = 1234
 # The shape of one example and the class count of each real dataset lth reads (see their readers' docstrings).

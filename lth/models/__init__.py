@@ -8,41 +8,15 @@ layers (never biases or norm layers); the output layer is the last of them, prun
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
-from lth.config import ModelConfig
 from lth.errors import ConfigError
+from lth.models.registry import _BUILDERS, _TAKE_WIDTH, Builder, names, register, width_names  # noqa: F401
+from lth.schema import ModelConfig, refuse
 
-Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
 SOURCES = ("lth", "torchvision")
-_BUILDERS: dict[str, Builder] = {}
-_TAKE_WIDTH: set[str] = set()  # models whose first-stage channel count `model.width` sets
 _PRUNABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def register(name: str, *, takes_width: bool = False) -> Callable[[Builder], Builder]:
-    """Add a builder under `model.name=<name>`; `takes_width`: it reads `model.width` (others refuse it)."""
-
-    def add(builder: Builder) -> Builder:
-        _BUILDERS[name] = builder
-        if takes_width:
-            _TAKE_WIDTH.add(name)
-        return builder
-
-    return add
-
-
-def names() -> list[str]:
-    """lth's own models (`model.source=lth`)."""
-    return sorted(_BUILDERS)
-
-
-def width_names() -> list[str]:
-    """lth's models that take `model.width`."""
-    return sorted(_TAKE_WIDTH)
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -74,17 +48,17 @@ def check_name(cfg: ModelConfig) -> None:
     """Raise ConfigError (one line naming the key and what is allowed) for an unknown source or name, or a width
     the model cannot take."""
     if cfg.source not in SOURCES:
-        _refuse("model.source", cfg.source, "one of: " + ", ".join(SOURCES))
+        refuse("model.source", cfg.source, "one of: " + ", ".join(SOURCES))
     if cfg.source == "lth" and cfg.name not in _BUILDERS:
-        _refuse("model.name", cfg.name, "one of: " + ", ".join(names()) + " (or set model.source=torchvision)")
+        refuse("model.name", cfg.name, "one of: " + ", ".join(names()) + " (or set model.source=torchvision)")
     if cfg.source == "torchvision" and cfg.name not in torchvision_models.names():
-        _refuse("model.name", cfg.name, "a torchvision.models classification constructor such as resnet50")
+        refuse("model.name", cfg.name, "a torchvision.models classification constructor such as resnet50")
     if cfg.width is not None:
         if cfg.width < 1:
-            _refuse("model.width", cfg.width, "null or an integer >= 1")
+            refuse("model.width", cfg.width, "null or an integer >= 1")
         if cfg.source != "lth" or cfg.name not in _TAKE_WIDTH:
             model = f"model.source={cfg.source} model.name={cfg.name}" if cfg.source != "lth" else f"{cfg.name}"
-            _refuse("model.width", cfg.width, f"null for {model}; models that take a width: {', '.join(width_names())}")
+            refuse("model.width", cfg.width, f"null for {model}; models that take a width: {', '.join(width_names())}")
 
 
 def check_fits(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
@@ -130,10 +104,6 @@ def _channel_mismatch(model: nn.Module | None, shape: tuple[int, ...]) -> str | 
     if first is None or len(shape) != 3 or first.in_channels == shape[0]:
         return None
     return f"its first convolution takes {first.in_channels} input channels, the dataset has {shape[0]}"
-
-
-def _refuse(key: str, value: object, allowed: str) -> None:
-    raise ConfigError(f"{key}={value} is not allowed; {key} must be {allowed}")
 
 
 def _shorten(reason: str, limit: int = 200) -> str:

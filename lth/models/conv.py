@@ -8,9 +8,9 @@ from functools import partial
 
 from torch import nn
 
-from lth.config import ModelConfig
-from lth.models import register
 from lth.models.layers import POOL, ConvClassifier, conv_stack, glorot_init_, image_shape
+from lth.models.registry import register
+from lth.schema import ModelConfig
 
 # Conv-N has N/2 stages of [c, c, pool]; the paper's Figure 2 lists the stages cumulatively (Conv-4 = Conv-2 + 128).
 _STAGES = (64, 128, 256)

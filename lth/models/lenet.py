@@ -6,9 +6,9 @@ import math
 
 from torch import Tensor, nn
 
-from lth.config import ModelConfig
-from lth.models import register
 from lth.models.layers import ConvClassifier, glorot_init_, image_shape
+from lth.models.registry import register
+from lth.schema import ModelConfig
 
 
 class LeNet300100(nn.Module):

@@ -18,9 +18,9 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from lth.config import ModelConfig
-from lth.models import register
 from lth.models.layers import image_shape, open_lth_init_
+from lth.models.registry import register
+from lth.schema import ModelConfig
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 

@@ -9,10 +9,10 @@ from functools import partial
 
 from torch import nn
 
-from lth.config import ModelConfig
-from lth.models import register
 from lth.models.layers import POOL as M
 from lth.models.layers import ConvClassifier, conv_stack, image_shape, open_lth_init_
+from lth.models.registry import register
+from lth.schema import ModelConfig
 
 # open_lth's plans: four max-pools, the fifth downsampling is the average pool in front of the classifier.
 PLANS: dict[int, list[int | str]] = {

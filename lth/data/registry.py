@@ -1,0 +1,43 @@
+"""The dataset registry: `register(name, Source(check, read))` (lth/data/*.py) makes a reader `dataset=name`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lth.schema import DatasetConfig
+
+# A training-batch augmentation: (normalised images (N, C, H, W), seeded generator) -> images of the same shape.
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a source reads: uint8 or float images (N, C, H, W) or (N, D), int labels."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    augment: Augment | None = None  # what the trainer applies to training batches; None: nothing
+
+
+@dataclass(frozen=True)
+class Source:
+    check: Callable[[DatasetConfig], None]  # raise ConfigError if the data cannot be found; cheap
+    read: Callable[[DatasetConfig], RawData]
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def register(name: str, source: Source) -> None:
+    _SOURCES[name] = source
+
+
+def names() -> list[str]:
+    return sorted(_SOURCES)

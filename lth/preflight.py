@@ -1,0 +1,129 @@
+"""Every refusal before training, in three stages, so that bad input exits 2 and leaves nothing on disk.
+
+1. config: the composed config checks its own keys (`lth.schema`'s groups, `lth.structured.validate`), before
+   this module is reached;
+2. environment (`environment`): the device, the data files, the run `prune.masks_from` names; before any run
+   directory is made (`lth run` checks every job of a sweep this way first);
+3. built model (`model_fits`, `built_model`): what needs the data's shapes and the model: the model fits the data,
+   replicates can be batched, the rewind point comes before the end of round 0, `prune.ignore` patterns and
+   borrowed masks fit the model; before round 0 trains.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lth import data, models, replicates
+from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, read_run_record, verify_round
+from lth.errors import ConfigError
+from lth.models import prunable_weights
+from lth.schema import Config
+from lth.train import steps_per_epoch, to_steps
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} is not available on this machine (no CUDA device); use device=auto or cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} does not exist; this machine has {torch.cuda.device_count()} CUDA devices")
+    return torch.device(name)
+
+
+def environment(cfg: Config) -> None:
+    """Stage 2: environment checks that must pass before a run directory is created."""
+    resolve_device(cfg.device)
+    data.check(cfg.dataset)
+    if cfg.prune.masks_from is not None:
+        _check_masks_source(cfg)
+
+
+def model_fits(cfg: Config, dataset: data.Dataset) -> None:
+    """Stage 3, before the model is built: its input and output fit the data (built on the meta device)."""
+    models.check_fits(cfg.model, dataset.input_shape, dataset.num_classes)
+
+
+def built_model(cfg: Config, model: nn.Module, dataset: data.Dataset) -> Path | None:
+    """Stage 3: checks of the model built on its data, before round 0 trains; returns the run whose masks this
+    one borrows (`prune.masks_from`, resolved), if any."""
+    if cfg.train.replicates > 1:
+        replicates.check_model(model)
+    _check_rewind_point(cfg, dataset)
+    borrowed_from = masks_source(cfg) if cfg.prune.masks_from is not None else None
+    _check_pruning_targets(cfg, model, borrowed_from)
+    return borrowed_from
+
+
+def masks_source(cfg: Config) -> Path:
+    """The run whose masks `prune.masks_from` names: that run, or, given a folder of runs (a ticket sweep), its one
+    run with this run's seed, so one controls sweep over seeds pairs every control with its own seed's ticket."""
+    assert cfg.prune.masks_from is not None
+    named = Path(cfg.prune.masks_from)
+    key = f"prune.masks_from={named}"
+    if (named / RUN_FILE).is_file():
+        return named
+    try:
+        runs = find_runs(named)
+    except ConfigError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    same_seed = [run for run in runs if read_run_record(run).get("config", {}).get("seed") == cfg.seed]
+    if len(same_seed) != 1:
+        found = "no run" if not same_seed else f"{len(same_seed)} runs ({', '.join(map(str, same_seed))})"
+        raise ConfigError(f"{key} holds {found} with seed={cfg.seed}; name one run directory instead")
+    return same_seed[0]
+
+
+def _check_masks_source(cfg: Config) -> None:
+    """`prune.masks_from` is a run that has finished every round whose mask this run will take."""
+    prune = cfg.prune
+    source = masks_source(cfg)
+    key = f"prune.masks_from={source}"
+    needed = prune.rounds if prune.masks_round is None else prune.masks_round
+    finished = finished_rounds(source)
+    if needed >= finished:
+        what = f"round {needed}" if prune.masks_round is not None else f"rounds 1..{needed} (prune.rounds={needed})"
+        raise ConfigError(f"{key} has rounds 0..{finished - 1} finished; this run needs the masks of {what}")
+
+
+def _check_rewind_point(cfg: Config, dataset: data.Dataset) -> None:
+    """A pruned round rewound to step k trains steps k+1..T, so k must come before the end of round 0."""
+    per_epoch = steps_per_epoch(len(dataset.train), cfg.train.batch_size)
+    total, rewind_step = per_epoch * cfg.train.epochs, to_steps(cfg.prune.rewind_to, per_epoch)
+    if rewind_step >= total:
+        raise ConfigError(
+            f"prune.rewind_to={cfg.prune.rewind_to} is step {rewind_step}, not before the end of a round "
+            f"({total} steps: {cfg.train.epochs} epochs of {per_epoch} steps)"
+        )
+
+
+def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -> None:
+    """Every `prune.ignore` pattern names a layer, and the masks borrowed from `source` (the run
+    `prune.masks_from` names) fit the model, before round 0 trains."""
+    names = list(prunable_weights(model))
+    for pattern in cfg.prune.ignore:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ConfigError(
+                f"prune.ignore pattern {pattern!r} matches no prunable weight of model={cfg.model.name}; "
+                f"its prunable weights: {', '.join(names)}"
+            )
+    if source is None:
+        return
+    rounds = [cfg.prune.masks_round] if cfg.prune.masks_round is not None else range(1, cfg.prune.rounds + 1)
+    expected = {name: tuple(weight.shape) for name, weight in prunable_weights(model).items()}
+    for round_index in rounds:
+        masks = load_tensors(verify_round(source, round_index) / "mask.safetensors", "cpu")
+        found = {name: tuple(mask.shape) for name, mask in masks.items()}
+        if found != expected:
+            differ = next(
+                name for name in sorted(expected.keys() | found.keys()) if found.get(name) != expected.get(name)
+            )
+            raise ConfigError(
+                f"prune.masks_from={source}: its round {round_index} masks do not fit model={cfg.model.name} on "
+                f"dataset={cfg.dataset.name}: {differ} is {found.get(differ, 'missing')} there, "
+                f"{expected.get(differ, 'absent')} here"
+            )

@@ -1,0 +1,292 @@
+"""The config schema: one dataclass per config group in `conf/` (model, dataset, prune, train, ...), each key with
+its meaning, its default and its check beside it.
+
+A leaf module: the standard library and lth's exception types only (no Hydra, no OmegaConf, no torch), so every
+module can import it and none pulls Hydra in through it. Each group checks its own keys in `__post_init__` (run
+when OmegaConf turns a composed config into these classes, and when code builds one); `Config.__post_init__`
+checks the rules that tie keys of several groups, or several keys, together. Names that only a registry knows
+(models, datasets) are checked by `lth.structured.validate`. Every refusal is `refuse`'s one line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lth.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "sgd")
+SCOPES = ("layerwise", "global")
+GROUPS = ("model", "dataset", "prune", "train")
+# Choices with a registry in code; tests keep each tuple equal to its registry's names.
+CRITERIA = ("magnitude", "magnitude_increase", "random", "snip", "grasp", "synflow")  # lth.criteria.CRITERIA
+SCHEDULES = ("iterative", "oneshot")  # lth.prune.SCHEDULES
+CONTROLS = ("none", "shuffle_layer", "invert", "signed_constant")  # lth.controls.CONTROLS
+RETRAIN = ("rewind", "lr_rewind", "finetune", "reinit")  # lth.retrain.RULES
+DISTRIBUTIONS = ("uniform", "global", "erk")
+LR_SCHEDULES = ("constant", "step", "cosine")
+PRECISIONS = ("32", "bf16", "fp16")
+LOGGERS = ("none", "tensorboard")
+DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
+# Keys that may change when a run is resumed: they do not change any result (batched replicates equal runs
+# alone, to float rounding).
+RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replicates")
+# OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
+REQUIRED: Any = "???"
+
+
+def refuse(key: str, value: Any, allowed: str) -> None:
+    """The one-line refusal every check uses: names the key, the value and what is allowed."""
+    raise ConfigError(f"{key}={value} is not allowed; {key} must be {allowed}")
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        refuse(key, value, allowed)
+
+
+def require_choice(key: str, value: str, options: Sequence[str]) -> None:
+    require(value in options, key, value, "one of: " + ", ".join(options))
+
+
+def require_duration(key: str, value: str, allowed: str) -> re.Match[str] | None:
+    match = DURATION.fullmatch(value)
+    require(match is not None, key, value, allowed)
+    return match
+
+
+@dataclass
+class ModelConfig:
+    name: str = REQUIRED  # key in lth's model registry (lth/models), or a torchvision constructor (source=torchvision)
+    source: str = "lth"  # lth | torchvision (any torchvision.models classification constructor, weights=None)
+    width: int | None = None  # channels of the first stage (ResNets); unset: the model's published width
+    # The dataset, train and prune choices this model's paper used; `lth run model=X` picks those the command
+    # line leaves open (see `lth.config.recipe_overrides`).
+    recipe: dict[str, str] = field(default_factory=dict)
+    # name, source and width are checked against the registry (lth.models.check_name), which knows the names
+
+
+@dataclass
+class DatasetConfig:
+    name: str = REQUIRED  # key in the dataset registry (lth/data)
+    root: str | None = None  # folder holding the files; unset: $LTH_DATA, then /usr/share/datasets/<name>
+    download: bool = False  # let torchvision download the files into root when they are missing
+    val_size: int = 5000  # training examples held out (per seed) for early stopping; 0 disables
+    subset: int | None = None  # train on a stratified, seed-fixed subset of N training examples; unset: all
+
+    def __post_init__(self) -> None:
+        require(self.val_size >= 0, "dataset.val_size", self.val_size, "an integer >= 0")
+        subset = self.subset
+        require(subset is None or subset >= 1, "dataset.subset", subset, "an integer >= 1, or null (all)")
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    like: str | None = None  # take the input shape and class count of a real dataset (cifar10, mnist, ...)
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    num_classes: int = 10
+    train_size: int = 2000
+    test_size: int = 500
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        shape_ok = len(self.input_shape) >= 1 and all(d >= 1 for d in self.input_shape)
+        require(shape_ok, "dataset.input_shape", self.input_shape, "a list of positive sizes")
+        require(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "an integer >= 2")
+        require(self.test_size >= 1, "dataset.test_size", self.test_size, "an integer >= 1")
+
+
+@dataclass
+class ImageFolderDatasetConfig(DatasetConfig):
+    image_size: int = 64  # every image is resized (shorter side) and centre-cropped to image_size x image_size
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.image_size >= 8, "dataset.image_size", self.image_size, "an integer >= 8")
+
+
+# Datasets whose config has keys beyond DatasetConfig's; their YAML files start from these schemas too.
+DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
+    "synthetic": SyntheticDatasetConfig,
+    "imagefolder": ImageFolderDatasetConfig,
+}
+
+
+@dataclass
+class PruneConfig:
+    rate: float = 0.2  # fraction of surviving prunable weights removed per round
+    output_rate: float | None = None  # rate for the output layer; unset: half of `rate`
+    conv_rate: float | None = None  # rate for conv layers (Conv-2/4/6 prune them slower); unset: `rate`
+    rounds: int = 18  # pruning rounds after the dense round 0
+    schedule: str = "iterative"  # iterative: prune the last round's survivors | oneshot: prune the dense network
+    target_density: float | None = None  # oneshot: the density of round 1; unset: (1 - rate)^r in round r
+    scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
+    distribution: str | None = None  # how a density is spread: uniform | global | erk; unset: from `scope`
+    min_layer_density: float | None = None  # floor for layers ranked together; unset: 1 weight per unit; 0: none
+    ignore: list[str] = field(default_factory=list)  # glob patterns of prunable weights never pruned
+    criterion: str = "magnitude"  # magnitude (the ticket) | magnitude_increase | random | snip | grasp | synflow
+    score_examples_per_class: int = 10  # snip and grasp: training examples per class they score on
+    synflow_iterations: int = 100  # synflow: prune-and-rescore steps per round (Tanaka et al. 2020)
+    retrain: str = "rewind"  # rewind to θk | lr_rewind (Renda et al.) | finetune the trained weights | reinit
+    rewind_to: str = "0"  # the rewind point θk: `0` (initialisation), `500it` (step 500), `2ep` (after 2 epochs)
+    control: str = "none"  # Zhou et al. 2019: shuffle_layer | invert (keep the lowest scores) | signed_constant
+    masks_from: str | None = None  # a run directory whose masks this run trains with (controls, transfer)
+    masks_round: int | None = None  # with masks_from: use this round's mask in every pruned round
+
+    def __post_init__(self) -> None:
+        require(0 <= self.rate < 1, "prune.rate", self.rate, "a fraction with 0 <= rate < 1")
+        if self.output_rate is not None:
+            rate = self.output_rate
+            require(0 <= rate < 1, "prune.output_rate", rate, "a fraction with 0 <= rate < 1, or null")
+        require(self.rounds >= 0, "prune.rounds", self.rounds, "an integer >= 0")
+        require_choice("prune.scope", self.scope, SCOPES)
+        require_choice("prune.criterion", self.criterion, CRITERIA)
+        require_choice("prune.retrain", self.retrain, RETRAIN)
+        self._check_plan()
+        require_duration("prune.rewind_to", self.rewind_to, "a step or epoch count such as 0, 500it or 2ep")
+        self._check_masks_from()
+
+    def _check_plan(self) -> None:
+        if self.conv_rate is not None:
+            rate = self.conv_rate
+            require(0 <= rate < 1, "prune.conv_rate", rate, "a fraction with 0 <= rate < 1, or null")
+        require_choice("prune.schedule", self.schedule, SCHEDULES)
+        oneshot = self.schedule == "oneshot"
+        if self.target_density is not None:
+            target = self.target_density
+            require(0 < target <= 1, "prune.target_density", target, "a density with 0 < density <= 1, or null")
+            require(oneshot, "prune.target_density", target, "null unless prune.schedule=oneshot")
+            curve = "1 when prune.target_density is set (prune.target_density=null traces the one-shot curve over "
+            curve += "rounds)"
+            require(self.rounds == 1, "prune.rounds", self.rounds, curve)
+        if oneshot:
+            for key in ("output_rate", "conv_rate"):
+                value = getattr(self, key)
+                require(value is None, f"prune.{key}", value, "null with prune.schedule=oneshot (one density for all)")
+        if self.distribution is not None:
+            require_choice("prune.distribution", self.distribution, DISTRIBUTIONS)
+            consistent = self.scope != "global" or self.distribution == "global"
+            require(consistent, "prune.distribution", self.distribution, "global or null with prune.scope=global")
+        if self.min_layer_density is not None:
+            floor = self.min_layer_density
+            require(0 <= floor <= 1, "prune.min_layer_density", floor, "a fraction in [0, 1], or null")
+        require_choice("prune.control", self.control, CONTROLS)
+        for key in ("score_examples_per_class", "synflow_iterations"):
+            value = getattr(self, key)
+            require(value >= 1, f"prune.{key}", value, "an integer >= 1")
+
+    def _check_masks_from(self) -> None:
+        if self.masks_from is None:
+            require(
+                self.masks_round is None, "prune.masks_round", self.masks_round, "null unless prune.masks_from is set"
+            )
+            return
+        copied = "magnitude (a mask taken from prune.masks_from is not scored)"
+        require(self.criterion == "magnitude", "prune.criterion", self.criterion, copied)
+        require(self.control != "invert", "prune.control", self.control, "not invert with prune.masks_from (no scores)")
+        require(self.schedule != "oneshot", "prune.schedule", self.schedule, "iterative with prune.masks_from")
+        if self.masks_round is not None:
+            require(self.masks_round >= 0, "prune.masks_round", self.masks_round, "an integer >= 0, or null")
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    lr_schedule: str = "constant"  # constant | step (x gamma at each milestone) | cosine (to 0 at the end)
+    milestones: list[str] = field(default_factory=list)  # step schedule: when to decay, e.g. [80ep, 120ep]
+    gamma: float = 0.1  # step schedule: factor applied at each milestone
+    warmup: str = "0"  # linear warm-up from 0 to lr over this long (`500it`, `1ep`); `0`: none
+    momentum: float = 0.0  # sgd only
+    weight_decay: float = 0.0
+    batch_size: int = 60
+    epochs: int = 2
+    eval_every: int = 0  # steps between evaluations on the validation and test sets; 0: once per epoch
+    precision: str = "32"  # 32 | bf16 | fp16 (autocast; fp16 with loss scaling)
+    compile: bool = False  # torch.compile the forward pass (falls back to eager, with a warning, if it fails)
+    channels_last: bool = False  # NHWC memory format for conv nets (faster convolutions on GPUs)
+    # train seeds seed..seed+N-1 together in one process, each in its own run directory <run dir>/seed_<s>, with
+    # the results of runs alone (lth.replicates); many small runs share the device instead of queueing for it
+    replicates: int = 1
+
+    def __post_init__(self) -> None:
+        require_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        require(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        require_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for key, duration in [("train.warmup", self.warmup)] + [("train.milestones", m) for m in self.milestones]:
+            # one past the end of training never applies, harmlessly
+            require_duration(key, duration, "a number of steps or epochs such as 500it or 80ep")
+        require(self.gamma > 0, "train.gamma", self.gamma, "a number > 0")
+        milestones_used = not self.milestones or self.lr_schedule == "step"
+        require(milestones_used, "train.milestones", self.milestones, "empty unless train.lr_schedule=step")
+        require(self.momentum >= 0, "train.momentum", self.momentum, "a number >= 0")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        require_choice("train.precision", str(self.precision), PRECISIONS)
+        require(self.eval_every >= 0, "train.eval_every", self.eval_every, "an integer >= 0")
+        self._check_replicates()
+
+    def _check_replicates(self) -> None:
+        """Batched replicates must equal runs alone (lth.replicates): nothing may couple or re-draw them."""
+        require(self.replicates >= 1, "train.replicates", self.replicates, "an integer >= 1")
+        if self.replicates == 1:
+            return
+        batched = f"with train.replicates={self.replicates}"
+        require(
+            self.precision != "fp16",
+            "train.precision",
+            self.precision,
+            f"32 or bf16 {batched} (one fp16 loss scale would skip every replicate's step together)",
+        )
+        require(not self.compile, "train.compile", self.compile, f"false {batched}")
+        require(not self.channels_last, "train.channels_last", self.channels_last, f"false {batched}")
+
+
+@dataclass
+class CheckpointConfig:
+    every: str = "1ep"  # in-progress training state saved every N steps (`500it`) or epochs (`1ep`); `0`: never
+    keep: int = 2  # newest in-progress states kept per round (older ones deleted)
+
+    def __post_init__(self) -> None:
+        allowed = "a number of steps or epochs such as 500it or 1ep (0: never)"
+        require_duration("checkpoint.every", self.every, allowed)
+        require(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
+
+
+@dataclass
+class UIConfig:
+    progress: bool = True  # live progress bars; false for scripts and CI
+
+
+@dataclass
+class Config:
+    model: ModelConfig = REQUIRED
+    dataset: DatasetConfig = REQUIRED
+    prune: PruneConfig = REQUIRED
+    train: TrainConfig = REQUIRED
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    logger: str = "none"  # none | tensorboard (event files in <run>/tensorboard/); metrics.jsonl is always written
+
+    def __post_init__(self) -> None:
+        require(0 <= self.seed < 2**63, "seed", self.seed, "an integer with 0 <= seed < 2**63")
+        require_choice("logger", self.logger, LOGGERS)
+        device_ok = self.device in DEVICES or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        require(device_ok, "device", self.device, "auto, cpu, cuda or cuda:N")
+        if not isinstance(self.train, TrainConfig) or not isinstance(self.dataset, DatasetConfig):
+            return  # a schema default being built, not a config
+        rewind = DURATION.fullmatch(self.prune.rewind_to)
+        if rewind is not None and rewind["unit"] == "ep":  # a step count is checked once the data size is known
+            before_end = int(rewind["count"]) < self.train.epochs
+            allowed = f"before the end of round 0 (train.epochs={self.train.epochs})"
+            require(before_end, "prune.rewind_to", self.prune.rewind_to, allowed)
+        if isinstance(self.dataset, SyntheticDatasetConfig):
+            synthetic = self.dataset
+            train_ok = synthetic.train_size > synthetic.val_size
+            require(train_ok, "dataset.train_size", synthetic.train_size, "an integer > dataset.val_size")

@@ -1,0 +1,145 @@
+"""A composed (or saved) config as a typed, checked `lth.schema.Config`: merge onto the schema, validate, and the
+plain data, dotted keys and hash that run.json records.
+
+OmegaConf only, no Hydra: the read side (report, analyze, export) reads run.json through this module.
+Composition from `conf/` with Hydra is `lth.config`'s job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from lth.errors import ConfigError
+from lth.schema import (
+    DATASET_SCHEMAS,
+    GROUPS,
+    RESUMABLE_KEYS,
+    Config,
+    DatasetConfig,
+    SyntheticDatasetConfig,
+    refuse,
+    require,
+    require_choice,
+)
+
+
+def from_dictconfig(composed: DictConfig) -> Config:
+    """Turn a composed (or saved) config into the typed Config; the schema's groups check themselves as they are
+    built, then `validate` checks what needs the registries."""
+    schema = OmegaConf.structured(Config)
+    dataset_name = OmegaConf.select(composed, "dataset.name", default=None)
+    schema.dataset = OmegaConf.structured(DATASET_SCHEMAS.get(dataset_name, DatasetConfig))
+    try:
+        merged = OmegaConf.merge(schema, composed)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(explain(error)) from None
+    assert isinstance(cfg, Config)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """The checks the schema cannot do alone: names only a registry knows, and what the environment allows."""
+    from lth import data, models  # registries import torch; keep `lth --help` light
+
+    models.check_name(cfg.model)
+    require_choice("dataset.name", cfg.dataset.name, data.names())
+    if isinstance(cfg.dataset, SyntheticDatasetConfig) and cfg.dataset.like is not None:
+        require_choice("dataset.like", cfg.dataset.like, sorted(data.synthetic.LIKE))
+    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        refuse("logger", cfg.logger, "none unless the tensorboard package is installed (pip install tensorboard)")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    replicates = cfg.train.replicates
+    require(replicates == 1 or world == 1, "train.replicates", replicates, f"1 under torchrun (WORLD_SIZE={world})")
+
+
+def to_container(cfg: Config) -> dict[str, Any]:
+    """Plain data (for run.json, the authoritative record of a run's config)."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg))
+    assert isinstance(container, dict)
+    return container
+
+
+def from_container(data: Any, source: Path) -> Config:
+    """A validated Config from plain data read from `source` (a run's run.json)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} holds no readable config")
+    return from_dictconfig(OmegaConf.create(data))
+
+
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """A copy of `cfg` with `key=value` overrides applied (plain keys only: groups cannot change here)."""
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key in GROUPS:
+            raise ConfigError(
+                f"{override}: config groups ({', '.join(GROUPS)}) cannot change on resume; start a new run"
+            )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:
+        raise ConfigError(explain(error)) from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read overrides {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    return from_dictconfig(merged)
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Dotted key → value, e.g. {"prune.rate": 0.2, ...}."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(to_container(cfg), "")
+    return flat
+
+
+def decides_results(key: str) -> bool:
+    """Whether a dotted config key can change a run's results (RESUMABLE_KEYS cannot)."""
+    return not key.startswith(RESUMABLE_KEYS)
+
+
+def config_hash(cfg: Config) -> str:
+    """A fingerprint of everything that determines a run's results."""
+    decisive = {k: v for k, v in flatten(cfg).items() if decides_results(k)}
+    return hashlib.sha256(repr(sorted(decisive.items())).encode()).hexdigest()[:16]
+
+
+def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two configs, with (old, new)."""
+    before, after = flatten(old), flatten(new)
+    return {
+        k: (before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)
+    }
+
+
+def explain(error: Exception) -> str:
+    """One line that names the key and what is allowed, from OmegaConf's multi-line errors."""
+    cause = error
+    while not isinstance(cause, OmegaConfBaseException) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        key = cause.full_key
+        if isinstance(cause, ConfigKeyError | ConfigAttributeError) and is_dataclass(cause.object_type):
+            parent = key.rpartition(".")[0]
+            allowed = ", ".join(get_type_hints(cause.object_type))
+            where = f"under '{parent}'" if parent else "at the top level"
+            return f"{key}: unknown config key; keys allowed {where}: {allowed}"
+        return f"{key}: {str(cause.msg).splitlines()[0]}"
+    return str(error).strip().splitlines()[0]
