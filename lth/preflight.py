@@ -48,6 +48,25 @@ def model_fits(cfg: Config, dataset: data.Dataset) -> None:
     models.check_fits(cfg.model, dataset.input_shape, dataset.num_classes)
 
 
+def advice(cfg: Config, dataset: data.Dataset) -> list[str]:
+    """What will run but not as a researcher may expect: one line each, printed when the run starts."""
+    lines = []
+    steps = steps_per_epoch(len(dataset.train), cfg.train.batch_size) * cfg.train.epochs
+    interval = cfg.train.eval_every or steps_per_epoch(len(dataset.train), cfg.train.batch_size)
+    if dataset.val is not None and interval >= steps:
+        key = f"train.eval_every={cfg.train.eval_every}" if cfg.train.eval_every else "train.eval_every=0 (each epoch)"
+        lines.append(
+            f"warning: {key} evaluates once in a round of {steps} steps, so early stopping cannot choose: every "
+            f"round's early-stop step is its last; set train.eval_every below {steps}"
+        )
+    if cfg.prune.retrain == "lr_rewind" and cfg.train.lr_schedule == "constant":
+        lines.append(
+            "note: prune.retrain=lr_rewind on train.lr_schedule=constant replays a constant rate: it is "
+            "fine-tuning (prune.retrain=finetune); LR rewinding differs only on a decaying schedule"
+        )
+    return lines
+
+
 def built_model(cfg: Config, model: nn.Module, dataset: data.Dataset) -> Path | None:
     """Stage 3: checks of the model built on its data, before round 0 trains; returns the run whose masks this
     one borrows (`prune.masks_from`, resolved), if any."""

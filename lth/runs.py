@@ -42,11 +42,11 @@ from lth.checkpoint import (
 )
 from lth.errors import ConfigError, Interrupted
 from lth.imp import Rounds, round_together
-from lth.report import round_table, run_rows
+from lth.report import Group, aggregate_table, read_run, round_table, run_rows
 from lth.schema import Config
 from lth.signals import StopSignals
 from lth.structured import config_hash
-from lth.ui import RunDisplay
+from lth.ui import RunDisplay, make_console
 
 Weights = dict[str, torch.Tensor]
 Member = tuple[Config, Path]  # one run of a group: its config and directory
@@ -90,7 +90,7 @@ def run_together(
     resume_path: Path,
 ) -> list[list[dict[str, Any]]]:
     """Run the rounds of a group of runs (see `run`); `resume_path` is what the message after a stop names."""
-    console = console or Console(quiet=not distributed.is_main())
+    console = console or make_console(quiet=not distributed.is_main())
     made = [run_dir for _, run_dir in members if not run_dir.exists()]  # replicates' own directories
     for run_dir in made:
         run_dir.mkdir(parents=True)
@@ -107,7 +107,15 @@ def run_together(
         title = f"{member.cfg.model.name} on {member.cfg.dataset.name}, seed {member.cfg.seed}: {member.run_dir}"
         console.print(round_table(rows, title=title))
         results.append(rows)
+    if len(opened) > 1:  # replicates: their spread is what a researcher reads first
+        group = Group(label={}, runs=[read_run(member.run_dir) for member in opened])
+        console.print(aggregate_table([group], title=f"{_seeds(opened)}: mean ± std over {len(opened)} seeds"))
     return results
+
+
+def _seeds(opened: list[OpenRun]) -> str:
+    seeds = [member.cfg.seed for member in opened]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
 
 
 def _run_rounds(
@@ -119,6 +127,14 @@ def _run_rounds(
         for _, run_dir in members:
             held.enter_context(run_lock(run_dir))
         opened = open_group(members, changes, new_run)
+        first = opened[0]
+        console.print(
+            f"{lead.model.name} on {lead.dataset.name}, {_seeds(opened)}: {resume_path} (round {first.first} of "
+            f"{lead.prune.rounds}; if stopped: lth resume {resume_path})",
+            soft_wrap=True,
+        )
+        for line in preflight.advice(lead, first.dataset):
+            console.print(line, soft_wrap=True)
         with (
             StopSignals() as stop,
             RunDisplay(live=lead.ui.progress, console=console) as display,
@@ -240,7 +256,7 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
     Every run is checked before any of them continues, so a refused change or a damaged run stops the whole
     command before anything is written.
     """
-    console = console or Console(quiet=not distributed.is_main())
+    console = console or make_console(quiet=not distributed.is_main())
     runs = find_runs(path)
     planned = [_plan_resume(run_dir, overrides, force) for run_dir in runs]
     for run_dir, cfg, changes in planned:

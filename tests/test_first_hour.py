@@ -75,3 +75,26 @@ def test_an_exported_ticket_is_right_on_unit_and_raw_inputs(tmp_path):
     expected = load_ticket(tmp_path / "ticket")(dataset.test.x)
     assert torch.allclose(load_ticket(tmp_path / "ticket", inputs="unit")(unit), expected, atol=1e-4)
     assert torch.allclose(load_ticket(tmp_path / "ticket", inputs="raw")(unit * 255), expected, atol=1e-4)
+
+
+def test_a_run_names_its_folder_first_and_warns_where_early_stopping_cannot_choose(tmp_path, capsys):
+    from helpers import lth_ok
+
+    run_dir = tmp_path / "run"
+    printed = lth_ok(
+        "run", *FAST, "prune.rounds=0", "train.eval_every=1000", "prune.retrain=lr_rewind",
+        f"hydra.run.dir={run_dir}", capsys=capsys,
+    )  # fmt: skip
+    lines = printed.splitlines()
+    assert lines[0] == f"lenet_300_100 on synthetic, seed 0: {run_dir} (round 0 of 0; if stopped: lth resume {run_dir})"
+    assert "warning: train.eval_every=1000 evaluates once in a round of 10 steps" in printed
+    assert "note: prune.retrain=lr_rewind on train.lr_schedule=constant" in printed and "fine-tuning" in printed
+
+
+def test_replicates_end_with_the_mean_and_std_over_their_seeds(tmp_path, capsys):
+    from helpers import lth_ok
+
+    printed = lth_ok(
+        "run", *FAST, "prune.rounds=1", "train.replicates=2", f"hydra.run.dir={tmp_path / 'group'}", capsys=capsys
+    )
+    assert "seeds 0, 1: mean ± std over 2 seeds" in printed and "±" in printed.split("mean ± std over 2 seeds")[1]
