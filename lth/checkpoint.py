@@ -23,14 +23,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from lth.distributed import is_main, main_only
 from lth.errors import ConfigError, RunFailed
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written, so the read side starts without it
+    from torch import Tensor
 
 FORMAT_VERSION = 1  # of the outputs tree; a run written in another format is not resumed
 RUN_FILE = "run.json"
@@ -65,10 +64,14 @@ def read_json(path: Path) -> Any:
 
 
 def save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save
+
     atomic_write(path, save({name: t.detach().cpu().contiguous() for name, t in tensors.items()}))
 
 
 def load_tensors(path: Path, device: str = "cpu") -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(path, device=device)
 
 
@@ -170,6 +173,8 @@ def save_state(run_dir: Path, round_index: int, step: int, state: dict[str, Any]
     """Write an in-progress training state with its checksum; keep only the newest `keep` of the round."""
     folder = run_dir / STATE_DIR
     folder.mkdir(exist_ok=True)
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -196,6 +201,8 @@ def load_state(run_dir: Path, round_index: int, warn: Callable[[str], None]) -> 
         if _sha256(data) != expected:
             warn(f"{path} is corrupted (its SHA-256 does not match {sidecar.name}); trying an older state")
             continue
+        import torch
+
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")  # moved on load_state_dict
     return None
 

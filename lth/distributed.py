@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-import torch.distributed as dist
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
@@ -30,8 +30,11 @@ def init() -> None:
     Gloo reduces CPU tensors and NCCL CUDA ones. When the node has a GPU for each of its ranks, each rank takes the
     GPU of its LOCAL_RANK; otherwise no rank uses NCCL (all must agree) and the ranks train with `device=cpu`.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _group() is not None:
         return
+    import torch
+    import torch.distributed as dist
+
     if torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", "1")):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("cpu:gloo,cuda:nccl")
@@ -39,12 +42,19 @@ def init() -> None:
         dist.init_process_group("gloo")
 
 
+def _group() -> Any:
+    """torch.distributed when this process has joined a process group, else None. A group exists only after
+    torch.distributed was imported, so the read side (`lth report`) never has to import torch to ask."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_initialized() else None
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return group.get_world_size() if (group := _group()) is not None else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    return group.get_rank() if (group := _group()) is not None else 0
 
 
 def is_main() -> bool:
@@ -65,7 +75,7 @@ def main_only(function: Function) -> Function:
 def barrier() -> None:
     """Wait until every rank gets here (so the others read only what rank 0 has finished writing)."""
     if world_size() > 1:
-        dist.barrier()
+        _group().barrier()
 
 
 def shard(batch: Tensor) -> Tensor:
@@ -82,9 +92,11 @@ def sum_gradients(model: nn.Module, share: float) -> None:
     """
     if world_size() == 1:
         return
+    import torch
+
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads]).mul_(share)
-    dist.all_reduce(flat)
+    _group().all_reduce(flat)
     for grad, reduced in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
         grad.copy_(reduced.view_as(grad))
 
@@ -96,7 +108,7 @@ def shared_output_dirs(overrides: Iterable[str]) -> list[str]:
     rank 0's time is sent to all. Ranks other than 0 also leave Hydra's `.hydra/` record and log lines to rank 0.
     """
     stamp = [datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")]  # the folder name of lth/conf/config.yaml
-    dist.broadcast_object_list(stamp, src=0)
+    _group().broadcast_object_list(stamp, src=0)
     given = {override.partition("=")[0] for override in overrides}
     defaults = {"hydra.run.dir": "outputs", "hydra.sweep.dir": "multirun"}  # Hydra's, with rank 0's time
     extra = [f"{key}={base}/{stamp[0]}" for key, base in defaults.items() if key not in given]

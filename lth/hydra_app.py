@@ -15,18 +15,19 @@ import traceback
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lth import config, runs, sweeps
+from lth import config, sweeps
 from lth.checkpoint import now
 from lth.errors import ConfigError, Interrupted, LthError
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
 def main(composed: DictConfig) -> None:
+    import torch  # only when a job runs: `lth run --help` and `--cfg job` never get here, and start fast
+
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     threads = sweeps.job_threads(hydra_config.launcher)
@@ -61,6 +62,8 @@ def main(composed: DictConfig) -> None:
 
 def _run(composed: DictConfig, run_dir: Path, sweep_job: bool) -> None:
     """Run the job's experiment; bad input found only now leaves no directory behind."""
+    from lth import runs
+
     try:
         cfg = config.from_dictconfig(composed)
         if sweep_job:

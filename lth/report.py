@@ -63,7 +63,7 @@ def read_run(run_dir: Path) -> Run:
     from lth.structured import flatten, from_container
 
     record = read_run_record(run_dir)
-    cfg = from_container(record.get("config"), run_dir / RUN_FILE)
+    cfg = from_container(record.get("config"), run_dir / RUN_FILE, registries=False)  # read only: no torch
     status = record.get("status", "unknown")
     rows = []
     index = 0

@@ -33,9 +33,9 @@ from lth.schema import (
 )
 
 
-def from_dictconfig(composed: DictConfig) -> Config:
+def from_dictconfig(composed: DictConfig, registries: bool = True) -> Config:
     """Turn a composed (or saved) config into the typed Config; the schema's groups check themselves as they are
-    built, then `validate` checks what needs the registries."""
+    built, then `validate` checks what needs the registries (`registries=False`: a record only read, not run)."""
     schema = OmegaConf.structured(Config)
     dataset_name = OmegaConf.select(composed, "dataset.name", default=None)
     schema.dataset = OmegaConf.structured(DATASET_SCHEMAS.get(dataset_name, DatasetConfig))
@@ -45,7 +45,8 @@ def from_dictconfig(composed: DictConfig) -> Config:
     except OmegaConfBaseException as error:
         raise ConfigError(explain(error)) from None
     assert isinstance(cfg, Config)
-    validate(cfg)
+    if registries:
+        validate(cfg)
     return cfg
 
 
@@ -71,11 +72,12 @@ def to_container(cfg: Config) -> dict[str, Any]:
     return container
 
 
-def from_container(data: Any, source: Path) -> Config:
-    """A validated Config from plain data read from `source` (a run's run.json)."""
+def from_container(data: Any, source: Path, registries: bool = True) -> Config:
+    """A validated Config from plain data read from `source` (a run's run.json); `registries=False` for the read
+    side, which needs no model or dataset code (and so no torch) to show a record."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source} holds no readable config")
-    return from_dictconfig(OmegaConf.create(data))
+    return from_dictconfig(OmegaConf.create(data), registries)
 
 
 def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:

@@ -98,3 +98,27 @@ def test_replicates_end_with_the_mean_and_std_over_their_seeds(tmp_path, capsys)
         "run", *FAST, "prune.rounds=1", "train.replicates=2", f"hydra.run.dir={tmp_path / 'group'}", capsys=capsys
     )
     assert "seeds 0, 1: mean ± std over 2 seeds" in printed and "±" in printed.split("mean ± std over 2 seeds")[1]
+
+
+def test_the_read_side_and_the_help_start_without_torch(sweep_template, tmp_path):
+    """`lth report`, `lth run --cfg job` and `lth --help` never import torch (start-up: a report only reads JSON)."""
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, contextlib, io\n"
+        "from lth.cli import main\n"
+        "for argv in {argvs!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        sys.argv = ['lth', *argv]\n"
+        "        main(argv)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    for argv in (["report", str(sweep_template), "--json"], ["run", "--cfg", "job"], ["--help"]):
+        code = probe.format(argvs=[argv])
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+        assert out.stdout.strip().splitlines()[-1] == "False", (argv, out.stdout, out.stderr)
+    assert json.loads(subprocess.run(
+        [sys.executable, "-m", "lth", "report", str(sweep_template), "--json"], capture_output=True, text=True
+    ).stdout)  # fmt: skip
