@@ -14,8 +14,9 @@ patches (7x7 = 49 patches on Fashion-MNIST), width 64, 6 blocks, 4 heads, 305,03
 (config keys for them need schema fields, see README "Transformers and language models").
 
 Initialisation (as timm's ViT and most reimplementations): weights of linear layers and of the patch projection
-truncated normal with std 0.02, biases zero, position embeddings truncated normal 0.02, class token zero, layer
-norms ones and zeros. (The paper's own JAX code zero-initialises the head for fine-tuning; a ticket search needs
+normal with std 0.02 truncated at 2 std (+-0.04; torch's and timm's trunc_normal_ default to +-2 in absolute
+terms, which truncates nothing), biases zero, position embeddings likewise, class token zero, layer norms ones
+and zeros. (The paper's own JAX code zero-initialises the head for fine-tuning; a ticket search needs
 a non-zero initialisation to rewind to.)
 
 Prunable (found by `lth.models.prunable_weights`, linear and conv weights): the patch projection, every q, k, v
@@ -66,12 +67,12 @@ class VisionTransformer(nn.Module):
     def reset_parameters(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Conv2d):
-                nn.init.trunc_normal_(module.weight, std=0.02)
+                _trunc_normal_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        _trunc_normal_(self.pos_embed)
         if self.cls_token is not None:
             nn.init.zeros_(self.cls_token)
 
@@ -81,6 +82,10 @@ class VisionTransformer(nn.Module):
             tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
         tokens = self.ln(self.blocks(tokens + self.pos_embed))
         return self.head(tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1))
+
+
+def _trunc_normal_(tensor: Tensor, std: float = 0.02) -> None:
+    nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
 
 
 def check_vit(
