@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -154,3 +155,20 @@ def test_lth_run_refuses_a_patch_size_that_does_not_divide_the_images_in_one_lin
         "the patch size 4 does not divide the 30x30 images\n"
     )
     assert not (tmp_path / "run").exists()  # nothing left on disk
+
+
+def test_the_builder_reads_the_keys_a_future_model_schema_will_have():
+    @dataclasses.dataclass
+    class FutureModelConfig(ModelConfig):  # the fields README "Transformers and language models" asks for
+        patch_size: int | None = None
+        n_layer: int | None = None
+        n_head: int | None = None
+        pool: str | None = None
+
+    cfg = FutureModelConfig(name="vit", width=32, patch_size=7, n_layer=2, n_head=2, pool="mean")
+    with torch.device("meta"):
+        model = build(cfg, MNIST, 10)
+        default = build(FutureModelConfig(name="vit"), MNIST, 10)
+    assert (len(model.blocks), model.blocks[0].attn.heads, model.patch_embed.kernel_size) == (2, 2, (7, 7))
+    assert model.cls_token is None and count(model) == vit_count(1, 28, 7, 32, 2, 10, cls=False)
+    assert count(default) == 305_034

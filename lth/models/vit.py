@@ -35,8 +35,11 @@ from lth.models import register
 from lth.models.transformer import Block, check_heads
 
 POOLS = ("cls", "mean")
-# The defaults of `model=vit`; keys a future ModelConfig may add (see `_option`) override them.
+# The defaults of `model=vit`; the ModelConfig field each is read from once the schema has it (see `_option`):
+# model.width today, model.patch_size, model.n_layer, model.n_head, model.mlp_ratio and model.pool to come.
 DEFAULTS = {"patch_size": 4, "width": 64, "depth": 6, "heads": 4, "mlp_ratio": 4, "pool": "cls"}
+CONFIG_KEYS = {"patch_size": "patch_size", "width": "width", "depth": "n_layer", "heads": "n_head"}
+CONFIG_KEYS |= {"mlp_ratio": "mlp_ratio", "pool": "pool"}
 
 
 class VisionTransformer(nn.Module):
@@ -105,10 +108,11 @@ def check_vit(
     return channels, height, image_width
 
 
-def _option(cfg: ModelConfig, key: str) -> object:
-    """`model.<key>` once ModelConfig has such a field and it is set, else the default."""
-    value = cfg.width if key == "width" else getattr(cfg, key, None)
-    return DEFAULTS[key] if value is None else value
+def _option(cfg: ModelConfig, option: str) -> object:
+    """The config's value for `option` (field CONFIG_KEYS[option]) when ModelConfig has that field and it is set,
+    else the default."""
+    value = getattr(cfg, CONFIG_KEYS[option], None)
+    return DEFAULTS[option] if value is None else value
 
 
 @register("vit", takes_width=True)
