@@ -68,13 +68,17 @@ def test_mean_pooling_has_no_class_token_and_both_poolings_classify():
         assert all(p.grad is not None for p in model.parameters())
 
 
-def test_init_is_normal_002_truncated_at_2_std_with_zero_biases_and_class_token():
+def test_init_is_the_jax_vits_glorot_and_lecun_normal_with_zero_biases_and_class_token():
     torch.manual_seed(0)
     model = build(ModelConfig(name="vit"), MNIST, 10)
-    truncated_std = 0.02 * 0.8796  # the std of a normal truncated at +-2 std
-    for weight in (model.blocks[0].attn.q.weight, model.patch_embed.weight, model.pos_embed):
-        assert abs(weight.std().item() - truncated_std) < 0.0015 and weight.abs().max() <= 0.04 + 1e-7
-    assert not model.blocks[0].attn.q.bias.any() and not model.cls_token.any()
+    q = model.blocks[0].attn.q.weight
+    assert q.abs().max() <= (6 / 128) ** 0.5 and abs(q.std().item() - (2 / 128) ** 0.5) < 0.005  # Glorot uniform
+    fc = model.blocks[0].mlp.fc.weight  # 64 -> 256
+    assert abs(fc.std().item() - (2 / (64 + 256)) ** 0.5) < 0.003
+    patch = model.patch_embed.weight  # fan in 16: LeCun std 0.25, truncated at 0.5
+    assert patch.abs().max() <= 0.5 and abs(patch.std().item() - 0.25 * 0.8796) < 0.03
+    assert abs(model.pos_embed.std().item() - 0.02) < 0.002
+    assert not model.blocks[0].attn.q.bias.any() and not model.cls_token.any() and model.head.weight.any()
 
 
 def test_attention_sees_every_patch():

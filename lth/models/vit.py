@@ -13,11 +13,12 @@ patches (7x7 = 49 patches on Fashion-MNIST), width 64, 6 blocks, 4 heads, 305,03
 `model.width` sets the width; patch size, depth, heads and pooling are keyword arguments of `VisionTransformer`
 (config keys for them need schema fields, see README "Transformers and language models").
 
-Initialisation (as timm's ViT and most reimplementations): weights of linear layers and of the patch projection
-normal with std 0.02 truncated at 2 std (+-0.04; torch's and timm's trunc_normal_ default to +-2 in absolute
-terms, which truncates nothing), biases zero, position embeddings likewise, class token zero, layer norms ones
-and zeros. (The paper's own JAX code zero-initialises the head for fine-tuning; a ticket search needs
-a non-zero initialisation to rewind to.)
+Initialisation as the paper's own JAX code (google-research/vision_transformer; timm's "jax" scheme, torchvision's
+ViT likewise): linear weights Glorot (Xavier) uniform, biases zero, the patch projection LeCun normal (std
+sqrt(1 / fan_in), truncated at 2 std), position embeddings normal with std 0.02, class token zero, layer norms ones
+and zeros. The one change: the head is Glorot uniform too, where the JAX code zero-initialises it (a ticket's
+output layer needs initial values to rewind to). A GPT-style normal(0, 0.02) everywhere trains a width-64 ViT
+markedly slower (0.02 is small next to Glorot's sqrt(2 / (64 + 64)) = 0.125).
 
 Prunable (found by `lth.models.prunable_weights`, linear and conv weights): the patch projection, every q, k, v
 and output projection, both MLP weights, and the head (the output layer, the last of them). Never pruned: layer
@@ -69,13 +70,16 @@ class VisionTransformer(nn.Module):
 
     def reset_parameters(self) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Linear | nn.Conv2d):
-                _trunc_normal_(module.weight)
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        _trunc_normal_(self.pos_embed)
+        fan_in = self.patch_embed.weight[0].numel()
+        _trunc_normal_(self.patch_embed.weight, std=fan_in**-0.5)  # LeCun normal
+        nn.init.zeros_(self.patch_embed.bias)
+        nn.init.normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.zeros_(self.cls_token)
 
@@ -87,7 +91,8 @@ class VisionTransformer(nn.Module):
         return self.head(tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1))
 
 
-def _trunc_normal_(tensor: Tensor, std: float = 0.02) -> None:
+def _trunc_normal_(tensor: Tensor, std: float) -> None:
+    """Normal(0, std) truncated at 2 std (torch's trunc_normal_ bounds are absolute: a=-2, b=2 by default)."""
     nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
 
 
