@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import lth_in_process
 from torch import nn
 
 from lth import config
@@ -150,11 +151,11 @@ def test_lth_run_model_vit_on_synthetic_data_end_to_end(tmp_path):
     assert all(0.79 < d < 0.81 for name, d in layers.items() if name != "head.weight")
 
 
-def test_lth_run_refuses_a_patch_size_that_does_not_divide_the_images_in_one_line(tmp_path):
+def test_lth_run_refuses_a_patch_size_that_does_not_divide_the_images_in_one_line(tmp_path, capsys):
     bad = [*TINY, "dataset.like=null", "dataset.input_shape=[1,30,30]", f"hydra.run.dir={tmp_path / 'run'}"]
-    done = lth("run", *bad, cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr == (
+    code, _, err = lth_in_process("run", *bad, capsys=capsys)
+    assert code == 2
+    assert err == (
         "lth: error: model=vit does not fit inputs of shape (1, 30, 30) from the dataset: "
         "the patch size 4 does not divide the 30x30 images\n"
     )
