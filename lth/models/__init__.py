@@ -111,7 +111,7 @@ def _shorten(reason: str, limit: int = 200) -> str:
 
 
 # Model families register themselves on import.
-from lth.models import conv, lenet, resnet, torchvision_models, vgg  # noqa: E402
+from lth.models import conv, lenet, resnet, torchvision_models, vgg, vit  # noqa: E402
 
 __all__ = [
     "SOURCES",
@@ -127,5 +127,6 @@ __all__ = [
     "resnet",
     "torchvision_models",
     "vgg",
+    "vit",
     "width_names",
 ]
