@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import lth_in_process
+from helpers import lth_in_process
 from torch import nn
 
 from lth import config

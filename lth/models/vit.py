@@ -30,10 +30,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lth.config import ModelConfig
 from lth.errors import ConfigError
-from lth.models import register
+from lth.models.registry import register
 from lth.models.transformer import Block, check_heads
+from lth.schema import ModelConfig
 
 POOLS = ("cls", "mean")
 # The defaults of `model=vit`; the ModelConfig field each is read from once the schema has it (see `_option`):
