@@ -84,7 +84,9 @@ def check_raw(raw: RawData, name: str) -> None:
         return raw.origin.get(part) or f"{name} {_PARTS[part]}"
 
     if raw.num_classes < 2:
-        raise ConfigError(f"{where('train_y')}: a classification dataset needs at least 2 classes, found {raw.num_classes}")
+        raise ConfigError(
+            f"{where('train_y')}: a classification dataset needs at least 2 classes, found {raw.num_classes}"
+        )
     for split in ("train", "test"):
         x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
         if x.dim() < 2 or x[0].numel() == 0:

@@ -125,7 +125,12 @@ class CifarDataset(FileSource):
             test_y=test[1],
             num_classes=self.num_classes,
             augment=random_crop_flip,  # objects in CIFAR photos have no preferred left-right orientation
-            origin={"train_x": trained_from, "train_y": trained_from, "test_x": str(test_path), "test_y": str(test_path)},
+            origin={
+                "train_x": trained_from,
+                "train_y": trained_from,
+                "test_x": str(test_path),
+                "test_y": str(test_path),
+            },
         )
 
     def _images(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
