@@ -273,7 +273,13 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     try:
         record = read_json(path)
-    except ValueError:
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not an lth run directory (no {RUN_FILE} in it)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not an lth run record; this run directory is damaged") from None
+    except OSError as error:
+        raise ConfigError(f"{path} cannot be read ({error.strerror or error})") from None
+    except ValueError:  # UnicodeDecodeError too
         raise ConfigError(f"{path} is not valid JSON; this run directory is damaged") from None
     if not isinstance(record, dict):
         raise ConfigError(f"{path} is not an lth run record (it holds no JSON object)")

@@ -106,8 +106,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise ConfigError(
                 f"unknown command {command!r}; choose one of: run, resume, report, analyze, export (lth --help)"
             )
+        sys.stdout.flush()  # here, not at exit: a reader that has gone (`lth report | head`) is handled below
     except LthError as error:
         _fail(error)
+    except BrokenPipeError:  # the reader of our output stopped reading (`| head`): it has what it wanted
+        _silence_stdout()
+        sys.exit(1)
     except KeyboardInterrupt:  # before a run has installed its own handling (imports, config, data)
         print("lth: interrupted before any round started", file=sys.stderr)
         sys.exit(130)
@@ -189,7 +193,8 @@ def report(args: list[str]) -> None:
     if plotting:
         from lth import plots
 
-        rounds = plots.check(groups, parsed.rounds)  # refuse bad plots before printing anything
+        plots.check_paths(parsed.plot, parsed.plot_dir)  # refuse bad plots before printing anything
+        rounds = plots.check(groups, parsed.rounds)
     reporting.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
     if plotting:
         written = plots.render(groups, plot=parsed.plot, plot_dir=parsed.plot_dir, rounds=rounds)
@@ -252,6 +257,20 @@ def _rounds(text: str) -> list[int]:
         return sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected round numbers such as 0,3,6, not {text!r}") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is left in its buffer does not
+    fail again (Python's own advice for SIGPIPE, docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing will flush it
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _fail(error: LthError) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import io
 import shlex
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from lth.checkpoint import (
     write_json,
 )
 from lth.config import ModelConfig, from_container, to_container
-from lth.errors import ConfigError
+from lth.errors import ConfigError, OutputError
 from lth.prune import density, layer_densities
 
 CARD_FILE = "card.json"
@@ -55,12 +56,16 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
     `out` must not exist or be empty, so an export never mixes two tickets."""
     if weights not in ("final", "start"):
         raise ConfigError(f"--weights {weights}: choose final or start")
+    if fmt not in ("safetensors", "torchscript"):
+        raise ConfigError(f"--format {fmt}: choose safetensors or torchscript")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new one")
+    from lth.report import read_metrics
+
     record = read_run_record(run_dir)
     cfg = from_container(record.get("config"), run_dir / RUN_FILE)
     folder = finished_round(run_dir, round_index)
-    metrics = read_json(folder / "metrics.json")
+    metrics = read_metrics(run_dir, round_index)
     state = load_tensors(folder / f"{weights}.safetensors")
     masks = load_tensors(folder / "mask.safetensors")
     # The input shape and class count are the dataset's; reading it is the one sure way for every source.
@@ -95,20 +100,39 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
         "source": {"run": str(run_dir.resolve()), "config_hash": record.get("config_hash")},
         "command": run_command(run_dir),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / WEIGHTS_FILE, state)
-    save_tensors(out / MASK_FILE, masks)
+    scripted = None
     if fmt == "torchscript":
         model.eval()
         buffer = io.BytesIO()
         with warnings.catch_warnings():  # torch deprecates TorchScript; it was asked for, and still loads anywhere
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.save(torch.jit.trace(model, torch.zeros(1, *dataset.input_shape)), buffer)
-        atomic_write(out / TORCHSCRIPT_FILE, buffer.getvalue())
-    elif fmt != "safetensors":
-        raise ConfigError(f"--format {fmt}: choose safetensors or torchscript")
-    write_json(out / CARD_FILE, card)  # last: a folder with a card is a complete ticket
+        scripted = buffer.getvalue()
+    made = _missing_folders(out)  # the folders this export creates: removed again if writing fails
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_tensors(out / WEIGHTS_FILE, state)
+        save_tensors(out / MASK_FILE, masks)
+        if scripted is not None:
+            atomic_write(out / TORCHSCRIPT_FILE, scripted)
+        write_json(out / CARD_FILE, card)  # last: a folder with a card is a complete ticket
+    except OSError as error:
+        if made:
+            shutil.rmtree(made[0], ignore_errors=True)
+        elif out.is_dir():  # it was an empty folder: empty it again
+            for child in out.iterdir():
+                child.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the ticket to {out}: {error.strerror or error}") from None
     return card
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
 
 
 def load_ticket(path: Path | str, device: str | torch.device = "cpu") -> nn.Module:
