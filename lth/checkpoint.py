@@ -51,8 +51,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         except BaseException:
             Path(tmp.name).unlink(missing_ok=True)
             raise
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600; outputs are meant to be shared and read
-    os.replace(tmp.name, path)
+    try:
+        os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600; outputs are meant to be shared and read
+        os.replace(tmp.name, path)
+    except BaseException:  # e.g. `path` is a folder: leave no temporary file behind
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
