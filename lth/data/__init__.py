@@ -8,6 +8,7 @@ an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ def check_raw(raw: RawData, name: str) -> None:
         )
     for split in ("train", "test"):
         x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
-        if x.dim() < 2 or x[0].numel() == 0:
+        if x.dim() < 2 or math.prod(x.shape[1:]) == 0:
             raise ConfigError(
                 f"{where(f'{split}_x')}: images must be (examples, ...) with at least one value each, "
                 f"found shape {tuple(x.shape)}"
