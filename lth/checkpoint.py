@@ -60,6 +60,19 @@ def atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def check_writable(path: Path, what: str) -> None:
+    """OutputError (exit 1) unless a file can be created at `path`'s nearest existing folder, tried with an unnamed
+    temporary file (nothing appears there), so an unwritable output fails before the work that would fill it."""
+    from lth.errors import OutputError
+
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write {what} {path}: {error.strerror or error}") from None
+
+
 def write_json(path: Path, value: Any) -> None:
     atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 

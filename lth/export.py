@@ -32,6 +32,7 @@ from lth import data, models
 from lth.checkpoint import (
     RUN_FILE,
     atomic_write,
+    check_writable,
     finished_round,
     load_tensors,
     read_json,
@@ -66,6 +67,7 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
     cfg = from_container(record.get("config"), run_dir / RUN_FILE)
     folder = finished_round(run_dir, round_index)
     metrics = read_metrics(run_dir, round_index)
+    check_writable(out, "the ticket to")
     state = load_tensors(folder / f"{weights}.safetensors")
     masks = load_tensors(folder / "mask.safetensors")
     # The input shape and class count are the dataset's; reading it is the one sure way for every source.

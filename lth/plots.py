@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lth.checkpoint import atomic_write, read_json
+from lth.checkpoint import atomic_write, check_writable, read_json
 from lth.errors import ConfigError, OutputError, RunFailed
 from lth.report import Group, Run, describe
 
@@ -103,6 +103,10 @@ def check_paths(plot: Path | None, plot_dir: Path | None) -> None:
         if existing is not None and not existing.is_dir():
             what = "is a file" if existing == plot_dir else f"is inside {existing}, which is a file"
             raise ConfigError(f"--plot-dir {plot_dir} {what}; name a folder (one PNG per figure goes there)")
+    if plot is not None:
+        check_writable(plot, "the figure")
+    if plot_dir is not None:
+        check_writable(plot_dir, "figures into --plot-dir")
 
 
 def check(groups: Sequence[Group], rounds: Sequence[int] | None) -> list[int]:
@@ -113,6 +117,8 @@ def check(groups: Sequence[Group], rounds: Sequence[int] | None) -> list[int]:
         values = sorted({str(run.config[key]) for run in runs})
         if len(values) > 1:
             raise ConfigError(f"--plot: these runs are of different {what} ({', '.join(values)}); plot them apart")
+    for run in runs:  # a damaged `lth analyze lmc` result is named before anything is printed
+        _lmc_results(run)
     finished = max(len(run.rows) for run in runs)
     return _check_rounds(rounds, finished) if rounds is not None else _spread(finished)
 
