@@ -180,6 +180,7 @@ def _check_flags(flag_args: list[str]) -> None:
                 raise ConfigError(f"lth run: {flag} {choice}: choose one of {', '.join(_CFG_CHOICES)}")
         if flag in _MODE_FLAGS and _MODE_FLAGS[flag] not in modes:
             modes.append(_MODE_FLAGS[flag])
+    _check_config_name(flag_args)
     if len(modes) > 1:
         hint = ""
         if "--multirun" in modes and "--cfg" in modes:
@@ -188,6 +189,27 @@ def _check_flags(flag_args: list[str]) -> None:
             f"lth run: {' and '.join(modes)} cannot be combined (Hydra takes one of --run, --multirun, --cfg, "
             f"--info, --shell-completion){hint}"
         )
+
+
+def _check_config_name(flag_args: list[str]) -> None:
+    """`--config-name NAME` (lth's own config folder only: with --config-path/--config-dir Hydra looks elsewhere)
+    must name a primary config there (Hydra's MissingConfigException is a page with a traceback hint)."""
+    from lth import config
+
+    values = dict(zip(flag_args, [*flag_args[1:], None], strict=False))
+    named = {
+        flag.partition("=")[0]: flag.partition("=")[2] for flag in flag_args if "=" in flag and flag.startswith("-")
+    }
+    if {"--config-path", "-cp", "--config-dir", "-cd"} & ({*values} | {*named}):
+        return
+    for flag in ("--config-name", "-cn"):
+        name = named.get(flag) or values.get(flag)
+        if name and not (config.CONF_DIR / f"{name.removesuffix('.yaml')}.yaml").is_file():
+            primaries = sorted(p.stem for p in config.CONF_DIR.glob("*.yaml"))
+            raise ConfigError(
+                f"lth run: {flag} {name}: no such config in {config.CONF_DIR}; choose one of: {', '.join(primaries)} "
+                "(or point --config-dir at your own)"
+            )
 
 
 def _check_overrides(overrides: list[str], multirun: bool) -> None:

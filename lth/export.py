@@ -144,9 +144,19 @@ def load_ticket(path: Path | str, device: str | torch.device = "cpu") -> nn.Modu
         card = read_json(path / CARD_FILE)
     except (OSError, ValueError):
         raise ConfigError(f"{path} is not an lth ticket (no readable {CARD_FILE}); write one with lth export") from None
-    fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
-    model = models.build(ModelConfig(**fields), tuple(card["input_shape"]), card["num_classes"])
-    model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
+    try:
+        fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
+        shape, classes = tuple(card["input_shape"]), int(card["num_classes"])
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ConfigError(
+            f"{path / CARD_FILE} is not an lth ticket card (model, input_shape, num_classes); write one with lth export"
+        ) from None
+    model = models.build(ModelConfig(**fields), shape, classes)
+    try:
+        model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
+    except Exception as error:  # safetensors' errors, a missing file, tensors of another model
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{path / WEIGHTS_FILE} does not hold this ticket's weights ({reason})") from None
     return model.to(device).eval()
 
 

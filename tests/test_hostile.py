@@ -617,6 +617,8 @@ CASES: dict[str, Case] = {
         2,
         ["cannot parse override", 'hydra.run.dir="it\'s"'],
     ),
+    "run with an unknown config name": (nothing, ["run", "-cn", "paper"], 2, ["-cn paper: no such config", "config"]),
+    "run with --config-name and no value": (nothing, ["run", "--config-name"], 2, ["--config-name needs a value"]),
     "override without a key": (nothing, ["run", "=3"], 2, ["'=3' has no key"]),
     "override with two equals signs": (nothing, ["run", "seed==3"], 2, ["cannot parse override 'seed==3'"]),
     "LTH_THREADS not a number": (nothing, ["run", "seed=1", "@LTH_THREADS=abc"], 2, ["LTH_THREADS='abc'", ">= 1"]),
@@ -711,6 +713,27 @@ def test_the_quoting_advice_works(tmp_path, capsys, monkeypatch):
     code, _, err = lth_in_process("run", "--cfg", "job", "hydra.run.dir='runs/é'", *FAST, capsys=capsys)
     assert code == 0, err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda t: (t / "card.json").write_text('{"format": 1}'), "is not an lth ticket card"),
+        (lambda t: (t / "card.json").write_text("{"), "no readable card.json"),
+        (lambda t: (t / "weights.safetensors").write_bytes(b"\x00" * 16), "does not hold this ticket's weights"),
+    ],
+    ids=["card without a model", "truncated card", "damaged weights"],
+)
+def test_load_ticket_refuses_a_damaged_ticket_in_one_line(fast_run, tmp_path, capsys, damage, fragment):
+    from lth.errors import ConfigError
+    from lth.export import load_ticket
+
+    ticket = tmp_path / "ticket"
+    assert lth_in_process("export", str(fast_run), "--round", "1", str(ticket), capsys=capsys)[0] == 0
+    damage(ticket)
+    with pytest.raises(ConfigError, match=fragment) as error:
+        load_ticket(ticket)
+    assert "\n" not in str(error.value)
 
 
 def test_the_battery_is_broad():
