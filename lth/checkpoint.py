@@ -101,6 +101,22 @@ def finished_rounds(run_dir: Path) -> int:
     return count
 
 
+def published_rounds(run_dir: Path) -> int:
+    """`finished_rounds`, refusing a damaged run: RunFailed when a round folder is missing between published ones
+    (rounds are published in order, so a gap means files were removed; resuming would retrain the missing round
+    and then fail to publish the next one, which exists)."""
+    count = finished_rounds(run_dir)
+    later = sorted(
+        p.name for p in run_dir.glob("round_*") if p.is_dir() and p.name[6:].isdigit() and int(p.name[6:]) > count
+    )
+    if later:
+        raise RunFailed(
+            f"{round_dir(run_dir, count)} is missing, but {', '.join(later)} exist(s); this run directory is damaged "
+            f"(rounds are published in order): restore round {count} or move the later rounds away"
+        )
+    return count
+
+
 @main_only
 def publish_round(
     run_dir: Path, round_index: int, tensors: dict[str, dict[str, Tensor]], metrics: dict[str, Any]
@@ -123,8 +139,8 @@ def publish_round(
 
 def finished_round(run_dir: Path, round_index: int) -> Path:
     """A published round's folder after checking it: ConfigError when the round does not exist (naming the
-    rounds that do), RunFailed when its files do not match their checksums."""
-    count = finished_rounds(run_dir)
+    rounds that do), RunFailed when its files do not match their checksums or a round before it is missing."""
+    count = published_rounds(run_dir)
     if not 0 <= round_index < count:
         have = f"rounds 0..{count - 1} are finished" if count else "it has no finished rounds"
         raise ConfigError(f"{run_dir}: round {round_index} does not exist; {have}")

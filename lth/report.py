@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lth.checkpoint import RUN_FILE, read_json, round_dir
+from lth.checkpoint import RUN_FILE, published_rounds, read_json, round_dir
 from lth.errors import ConfigError, RunFailed
 
 # The metrics aggregated over seeds (the JSON row contract's numbers, see DESIGN.md).
@@ -110,23 +110,6 @@ def read_metrics(run_dir: Path, round_index: int) -> dict[str, Any]:
     return metrics
 
 
-def _published_rounds(run_dir: Path) -> int:
-    """How many rounds a run has published (round_00..round_NN-1); RunFailed when a round folder is missing
-    between published ones (rounds are published in order, so a gap means the directory was damaged)."""
-    count = 0
-    while round_dir(run_dir, count).is_dir():
-        count += 1
-    later = sorted(
-        p.name for p in run_dir.glob("round_*") if p.is_dir() and p.name[6:].isdigit() and int(p.name[6:]) > count
-    )
-    if later:
-        raise RunFailed(
-            f"{round_dir(run_dir, count)} is missing, but {', '.join(later)} exist(s); this run directory is damaged "
-            f"(rounds are published in order): restore round {count} or move the later rounds away"
-        )
-    return count
-
-
 def read_run(run_dir: Path) -> Run:
     """A run's config and status from run.json, and one row per finished round from its metrics.json files."""
     from lth.checkpoint import read_run_record
@@ -136,7 +119,7 @@ def read_run(run_dir: Path) -> Run:
     cfg = from_container(record.get("config"), run_dir / RUN_FILE)
     status = record.get("status", "unknown")
     rows = []
-    for index in range(_published_rounds(run_dir)):
+    for index in range(published_rounds(run_dir)):
         metrics = read_metrics(run_dir, index)
         metrics.pop("history", None)
         rows.append(

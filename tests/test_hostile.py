@@ -565,6 +565,18 @@ CASES: dict[str, Case] = {
         1,
         ["{run}/round_01/metrics.json", "round 1", "holds a str"],
     ),
+    "export past a missing round": (
+        remove("round_01"),
+        ["export", "{run}", "--round", "2", "{tmp}/ticket"],
+        1,
+        ["{run}/round_01 is missing, but round_02 exist"],
+    ),
+    "analyze lmc past a missing round": (
+        remove("round_00"),
+        ["analyze", "lmc", "{run}", "--round", "1"],
+        1,
+        ["{run}/round_00 is missing"],
+    ),
     "analyze layers with a missing round": (
         remove("round_00"),
         ["analyze", "layers", "{run}"],
