@@ -33,9 +33,9 @@ from lth.checkpoint import (
     RUN_FILE,
     find_runs,
     finished_round,
-    finished_rounds,
     load_sealed,
     load_tensors,
+    published_rounds,
     read_run_record,
     write_json,
 )
@@ -243,7 +243,7 @@ def main_layers(path: Path, as_json: bool = False) -> None:
 def main_lmc(path: Path, round_index: int, points: int = 11, as_json: bool = False) -> None:
     runs = find_runs(path)
     for run_dir in runs:  # every round exists before any training starts
-        if finished_rounds(run_dir) <= round_index:
+        if published_rounds(run_dir) <= round_index:
             finished_round(run_dir, round_index)
     results = [lmc(run_dir, round_index, points) for run_dir in runs]
     if as_json:

@@ -50,9 +50,26 @@ def atomic_write(path: Path, data: bytes) -> None:
         except BaseException:
             Path(tmp.name).unlink(missing_ok=True)
             raise
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600; outputs are meant to be shared and read
-    os.replace(tmp.name, path)
+    try:
+        os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600; outputs are meant to be shared and read
+        os.replace(tmp.name, path)
+    except BaseException:  # e.g. `path` is a folder: leave no temporary file behind
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
+
+
+def check_writable(path: Path, what: str) -> None:
+    """OutputError (exit 1) unless a file can be created at `path`'s nearest existing folder, tried with an unnamed
+    temporary file (nothing appears there), so an unwritable output fails before the work that would fill it."""
+    from lth.errors import OutputError
+
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(f"cannot write {what} {path}: {error.strerror or error}") from None
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -87,6 +104,22 @@ def finished_rounds(run_dir: Path) -> int:
     return count
 
 
+def published_rounds(run_dir: Path) -> int:
+    """`finished_rounds`, refusing a damaged run: RunFailed when a round folder is missing between published ones
+    (rounds are published in order, so a gap means files were removed; resuming would retrain the missing round
+    and then fail to publish the next one, which exists)."""
+    count = finished_rounds(run_dir)
+    later = sorted(
+        p.name for p in run_dir.glob("round_*") if p.is_dir() and p.name[6:].isdigit() and int(p.name[6:]) > count
+    )
+    if later:
+        raise RunFailed(
+            f"{round_dir(run_dir, count)} is missing, but {', '.join(later)} exist(s); this run directory is damaged "
+            f"(rounds are published in order): restore round {count} or move the later rounds away"
+        )
+    return count
+
+
 @main_only
 def publish_round(
     run_dir: Path, round_index: int, tensors: dict[str, dict[str, Tensor]], metrics: dict[str, Any]
@@ -109,8 +142,8 @@ def publish_round(
 
 def finished_round(run_dir: Path, round_index: int) -> Path:
     """A published round's folder after checking it: ConfigError when the round does not exist (naming the
-    rounds that do), RunFailed when its files do not match their checksums."""
-    count = finished_rounds(run_dir)
+    rounds that do), RunFailed when its files do not match their checksums or a round before it is missing."""
+    count = published_rounds(run_dir)
     if not 0 <= round_index < count:
         have = f"rounds 0..{count - 1} are finished" if count else "it has no finished rounds"
         raise ConfigError(f"{run_dir}: round {round_index} does not exist; {have}")
@@ -290,7 +323,13 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     try:
         record = read_json(path)
-    except ValueError:
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not an lth run directory (no {RUN_FILE} in it)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not an lth run record; this run directory is damaged") from None
+    except OSError as error:
+        raise ConfigError(f"{path} cannot be read ({error.strerror or error})") from None
+    except ValueError:  # UnicodeDecodeError too
         raise ConfigError(f"{path} is not valid JSON; this run directory is damaged") from None
     if not isinstance(record, dict):
         raise ConfigError(f"{path} is not an lth run record (it holds no JSON object)")

@@ -64,6 +64,23 @@ _MULTIRUN_FLAGS = {"-m", "--multirun"}
 # Hydra flags whose value is the next argument, and `--info`'s optional topic.
 _VALUED_FLAGS = _CONFIG_FLAGS | {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc"}
 _INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+# Every flag Hydra's `lth run` accepts (with `--flag=value` forms split at "=").
+_KNOWN_FLAGS = _INFO_FLAGS | _CONFIG_FLAGS | _MULTIRUN_FLAGS | {"--run", "-r", "--"}
+# Hydra runs in one of these modes; naming two is an error (Hydra's own is a ValueError traceback).
+_MODE_FLAGS = {
+    "--run": "--run",
+    "-r": "--run",
+    "--multirun": "--multirun",
+    "-m": "--multirun",
+    "--cfg": "--cfg",
+    "-c": "--cfg",
+    "--info": "--info",
+    "-i": "--info",
+    "--shell-completion": "--shell-completion",
+    "-sc": "--shell-completion",
+}
+_CFG_CHOICES = ("job", "hydra", "all")
+_LEXER_ERROR = "LexerNoViableAltException: "
 
 
 def split_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -111,21 +128,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise ConfigError(
                 f"unknown command {command!r}; choose one of: run, resume, report, analyze, export (lth --help)"
             )
+        sys.stdout.flush()  # here, not at exit: a reader that has gone (`lth report | head`) is handled below
     except LthError as error:
         _fail(error)
+    except BrokenPipeError:  # the reader of our output stopped reading (`| head`): it has what it wanted
+        _silence_stdout()
+        sys.exit(1)
     except KeyboardInterrupt:  # before a run has installed its own handling (imports, config, data)
         print("lth: interrupted before any round started", file=sys.stderr)
         sys.exit(130)
 
 
 def run(args: list[str]) -> None:
-    from lth import config, distributed
+    from lth import config, distributed, sweeps
 
     distributed.init()  # under torchrun: join the other ranks before anything else
     if distributed.world_size() > 1:
         args = [*args, *distributed.shared_output_dirs(args)]
     flag_args, overrides = split_flags(args)
     flags = {arg.split("=", 1)[0] for arg in flag_args if arg.startswith("-")}  # --cfg=job counts as --cfg
+    _check_flags(flag_args)
+    _check_overrides(overrides, multirun=bool(_MULTIRUN_FLAGS & flags))
+    sweeps.check_environment()
     recipe = config.recipe_overrides(overrides)
     overrides = [*recipe, *overrides]  # the command line's own choices come later, so they win
     args = [*flag_args, *overrides]
@@ -133,11 +157,116 @@ def run(args: list[str]) -> None:
         _validate_jobs(overrides, multirun=bool(_MULTIRUN_FLAGS & flags))
         if recipe:
             print(f"lth: the model's recipe: {' '.join(recipe)} (choose others on the command line)")
-    from lth import hydra_app, sweeps
+    from lth import hydra_app
 
     sys.argv = ["lth run", *args]
     hydra_app.main()
     sweeps.raise_for_failures()  # a sweep runs every job; failed ones are named once all have run
+
+
+def _check_flags(flag_args: list[str]) -> None:
+    """Hydra's flags as one line each (Hydra's argparse prints its whole usage, then a ValueError for two modes)."""
+    modes: list[str] = []
+    for position, arg in enumerate(flag_args):
+        if not arg.startswith("-") or (position and flag_args[position - 1] in _VALUED_FLAGS):
+            continue  # a flag's value
+        flag, equals, value = arg.partition("=")
+        if flag not in _KNOWN_FLAGS:
+            raise ConfigError(
+                f"lth run: unknown flag {arg}; lth run takes Hydra's flags (-m, --cfg job, --help, --info, "
+                "--config-name, ...) and overrides key=value (see lth run --help)"
+            )
+        following = flag_args[position + 1] if position + 1 < len(flag_args) else None
+        if flag in _VALUED_FLAGS and not equals and following is None and flag not in ("--info", "-i"):
+            raise ConfigError(f"lth run: {flag} needs a value (see lth run --help)")
+        if flag in ("--cfg", "-c"):
+            choice = value if equals else following
+            if choice not in _CFG_CHOICES:
+                raise ConfigError(f"lth run: {flag} {choice}: choose one of {', '.join(_CFG_CHOICES)}")
+        if flag in _MODE_FLAGS and _MODE_FLAGS[flag] not in modes:
+            modes.append(_MODE_FLAGS[flag])
+    _check_config_name(flag_args)
+    if len(modes) > 1:
+        hint = ""
+        if "--multirun" in modes and "--cfg" in modes:
+            hint = "; to see a sweep job's config, run lth run --cfg job with that job's values"
+        raise ConfigError(
+            f"lth run: {' and '.join(modes)} cannot be combined (Hydra takes one of --run, --multirun, --cfg, "
+            f"--info, --shell-completion){hint}"
+        )
+
+
+def _check_config_name(flag_args: list[str]) -> None:
+    """`--config-name NAME` (lth's own config folder only: with --config-path/--config-dir Hydra looks elsewhere)
+    must name a primary config there (Hydra's MissingConfigException is a page with a traceback hint)."""
+    from lth import config
+
+    values = dict(zip(flag_args, [*flag_args[1:], None], strict=False))
+    named = {
+        flag.partition("=")[0]: flag.partition("=")[2] for flag in flag_args if "=" in flag and flag.startswith("-")
+    }
+    if {"--config-path", "-cp", "--config-dir", "-cd"} & ({*values} | {*named}):
+        return
+    for flag in ("--config-name", "-cn"):
+        name = named.get(flag) or values.get(flag)
+        if name and not (config.CONF_DIR / f"{name.removesuffix('.yaml')}.yaml").is_file():
+            primaries = sorted(p.stem for p in config.CONF_DIR.glob("*.yaml"))
+            raise ConfigError(
+                f"lth run: {flag} {name}: no such config in {config.CONF_DIR}; choose one of: {', '.join(primaries)} "
+                "(or point --config-dir at your own)"
+            )
+
+
+def _check_overrides(overrides: list[str], multirun: bool) -> None:
+    """Parse every override with Hydra's own grammar before Hydra runs, so a mistake is one line that says what
+    to write instead (Hydra's messages are cut to their first line elsewhere, and lose their hints)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    from lth import config
+
+    parser = OverridesParser.create()
+    for position, line in enumerate(overrides):
+        try:
+            (override,) = parser.parse_overrides([line])
+        except OverrideParseException as error:
+            before = overrides[position - 1] if position else None
+            raise ConfigError(_explain_parse_error(line, str(error), before)) from None
+        except HydraException as error:
+            raise ConfigError(f"cannot parse override {line!r}: {str(error).strip().splitlines()[0]}") from None
+        key = override.key_or_group
+        if not key:
+            raise ConfigError(f"override {line!r} has no key; write key=value, e.g. prune.rate=0.3")
+        if override.is_delete() and key in config.GROUPS:
+            raise ConfigError(
+                f"{line}: the {key} group cannot be removed, every run needs one; choose another with "
+                f"{key}=<option>, one of: {', '.join(config.group_options(key))}"
+            )
+        if override.is_sweep_override() and not multirun:
+            value = line.partition("=")[2]
+            raise ConfigError(
+                f"{line} sweeps over several values: add -m to run one job per value (lth run -m {line}); "
+                f"for a list write {key}=[{value}], for a string quote it: {key}='{value}'"
+            )
+
+
+def _explain_parse_error(line: str, message: str, before: str | None) -> str:
+    """One line for a Hydra override parse error: the offending character and how to quote it, or the grammar."""
+    first = message.splitlines()[0] if message else ""
+    key, equals, value = line.partition("=")
+    if first.startswith(_LEXER_ERROR):
+        lines = message.splitlines()
+        caret = lines[1].find("^") - len(_LEXER_ERROR) if len(lines) > 1 else -1
+        char = line[caret] if 0 <= caret < len(line) else None
+        what = f"{char!r} cannot appear in an unquoted value" if char else "it holds a character Hydra cannot read"
+        if "'" in value:
+            return f'cannot parse override {line!r}: {what}; quote the value: {key}="{value}"'
+        quoted = f"{key}='{value}'"
+        return f'cannot parse override {line!r}: {what}; quote the value: {quoted} (on a shell: "{quoted}")'
+    if not equals and not line.startswith("~"):
+        joined = f" (if it belongs to {before!r} before it, quote that value: it holds a space)" if before else ""
+        return f"cannot parse override {line!r}: an override is key=value, e.g. prune.rate=0.3{joined}"
+    return f"cannot parse override {line!r}: {first} (Hydra's override grammar: key=value)"
 
 
 def _validate_jobs(overrides: list[str], multirun: bool) -> None:
@@ -213,7 +342,8 @@ def report(args: list[str]) -> None:
     if plotting:
         from lth import plots
 
-        rounds = plots.check(groups, parsed.rounds, parsed.label)  # refuse bad plots before printing anything
+        plots.check_paths(parsed.plot, parsed.plot_dir)  # refuse bad plots before printing anything
+        rounds = plots.check(groups, parsed.rounds, parsed.label)
     if parsed.table is not None:
         from lth import tables
 
@@ -283,6 +413,20 @@ def _rounds(text: str) -> list[int]:
         return sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected round numbers such as 0,3,6, not {text!r}") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is left in its buffer does not
+    fail again (Python's own advice for SIGPIPE, docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing will flush it
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _fail(error: LthError) -> None:

@@ -19,6 +19,12 @@ class RunFailed(LthError):
     exit_code = 1
 
 
+class OutputError(LthError):
+    """An output (a figure, an exported ticket) could not be written where asked; the run itself is fine."""
+
+    exit_code = 1
+
+
 class Interrupted(LthError):
     """Ctrl-C or SIGTERM: the run saved its state and stopped; `lth resume` continues it."""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import io
 import shlex
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from lth import data, models
 from lth.checkpoint import (
     RUN_FILE,
     atomic_write,
+    check_writable,
     finished_round,
     load_tensors,
     read_json,
@@ -41,7 +43,7 @@ from lth.checkpoint import (
     save_tensors,
     write_json,
 )
-from lth.errors import ConfigError
+from lth.errors import ConfigError, OutputError
 from lth.prune import density, layer_densities
 from lth.schema import ModelConfig
 from lth.structured import from_container, to_container
@@ -59,12 +61,17 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
     `out` must not exist or be empty, so an export never mixes two tickets."""
     if weights not in ("final", "start"):
         raise ConfigError(f"--weights {weights}: choose final or start")
+    if fmt not in ("safetensors", "torchscript"):
+        raise ConfigError(f"--format {fmt}: choose safetensors or torchscript")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new one")
+    from lth.report import read_metrics
+
     record = read_run_record(run_dir)
     cfg = from_container(record.get("config"), run_dir / RUN_FILE)
     folder = finished_round(run_dir, round_index)
-    metrics = read_json(folder / "metrics.json")
+    metrics = read_metrics(run_dir, round_index)
+    check_writable(out, "the ticket to")
     state = load_tensors(folder / f"{weights}.safetensors")
     masks = load_tensors(folder / "mask.safetensors")
     # The input shape and class count are the dataset's; reading it is the one sure way for every source.
@@ -100,20 +107,39 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
         "source": {"run": str(run_dir.resolve()), "config_hash": record.get("config_hash")},
         "command": run_command(run_dir),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / WEIGHTS_FILE, state)
-    save_tensors(out / MASK_FILE, masks)
+    scripted = None
     if fmt == "torchscript":
         model.eval()
         buffer = io.BytesIO()
         with warnings.catch_warnings():  # torch deprecates TorchScript; it was asked for, and still loads anywhere
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.save(torch.jit.trace(model, torch.zeros(1, *dataset.input_shape)), buffer)
-        atomic_write(out / TORCHSCRIPT_FILE, buffer.getvalue())
-    elif fmt != "safetensors":
-        raise ConfigError(f"--format {fmt}: choose safetensors or torchscript")
-    write_json(out / CARD_FILE, card)  # last: a folder with a card is a complete ticket
+        scripted = buffer.getvalue()
+    made = _missing_folders(out)  # the folders this export creates: removed again if writing fails
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_tensors(out / WEIGHTS_FILE, state)
+        save_tensors(out / MASK_FILE, masks)
+        if scripted is not None:
+            atomic_write(out / TORCHSCRIPT_FILE, scripted)
+        write_json(out / CARD_FILE, card)  # last: a folder with a card is a complete ticket
+    except OSError as error:
+        if made:
+            shutil.rmtree(made[0], ignore_errors=True)
+        elif out.is_dir():  # it was an empty folder: empty it again
+            for child in out.iterdir():
+                child.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the ticket to {out}: {error.strerror or error}") from None
     return card
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
 
 
 INPUTS = ("normalised", "raw", "unit")
@@ -155,10 +181,19 @@ def load_ticket(path: Path | str, device: str | torch.device = "cpu", inputs: st
         card = read_json(path / CARD_FILE)
     except (OSError, ValueError):
         raise ConfigError(f"{path} is not an lth ticket (no readable {CARD_FILE}); write one with lth export") from None
-    fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
-    input_shape = tuple(card["input_shape"])
-    model = models.build(ModelConfig(**fields), input_shape, card["num_classes"])
-    model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
+    try:
+        fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
+        input_shape, classes = tuple(card["input_shape"]), int(card["num_classes"])
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ConfigError(
+            f"{path / CARD_FILE} is not an lth ticket card (model, input_shape, num_classes); write one with lth export"
+        ) from None
+    model = models.build(ModelConfig(**fields), input_shape, classes)
+    try:
+        model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
+    except Exception as error:  # safetensors' errors, a missing file, tensors of another model
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{path / WEIGHTS_FILE} does not hold this ticket's weights ({reason})") from None
     if inputs != "normalised":
         stats = card.get("inputs")
         if stats is None:

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lth.checkpoint import atomic_write, read_json
-from lth.errors import ConfigError
+from lth.checkpoint import atomic_write, check_writable, read_json
+from lth.errors import ConfigError, OutputError, RunFailed
 from lth.report import Group, Run, describe
 
 if TYPE_CHECKING:
@@ -79,7 +79,10 @@ def render(
         written.append(_save(fig, plot))
         plt.close(fig)
     if plot_dir is not None:
-        plot_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            plot_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"--plot-dir {plot_dir}: cannot create the folder ({error.strerror or error})") from None
         for name, draw in figures:
             fig, ax = plt.subplots(figsize=(7.5, 5))
             draw(ax)
@@ -88,6 +91,28 @@ def render(
             written.append(_save(fig, plot_dir / f"{name}.png"))
             plt.close(fig)
     return written
+
+
+def check_paths(plot: Path | None, plot_dir: Path | None) -> None:
+    """Refuse figure paths that cannot be what they name, before anything is drawn or printed: `--plot` must be a
+    .png file (not a folder), `--plot-dir` a folder (not a file)."""
+    if plot is not None:
+        if plot.is_dir():
+            raise ConfigError(f"--plot {plot} is a folder; name a .png file there, or use --plot-dir {plot}")
+        if plot.suffix.lower() != ".png":
+            raise ConfigError(f"--plot {plot}: name a .png file (the figures are written as PNG)")
+        parent = next((p for p in plot.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ConfigError(f"--plot {plot}: {parent} is a file, not a folder")
+    if plot_dir is not None:
+        existing = next((p for p in (plot_dir, *plot_dir.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            what = "is a file" if existing == plot_dir else f"is inside {existing}, which is a file"
+            raise ConfigError(f"--plot-dir {plot_dir} {what}; name a folder (one PNG per figure goes there)")
+    if plot is not None:
+        check_writable(plot, "the figure")
+    if plot_dir is not None:
+        check_writable(plot_dir, "figures into --plot-dir")
 
 
 def check(groups: Sequence[Group], rounds: Sequence[int] | None, labels: Sequence[str] | None = None) -> list[int]:
@@ -102,6 +127,8 @@ def check(groups: Sequence[Group], rounds: Sequence[int] | None, labels: Sequenc
         values = sorted({str(run.config[key]) for run in runs})
         if len(values) > 1:
             raise ConfigError(f"--plot: these runs are of different {what} ({', '.join(values)}); plot them apart")
+    for run in runs:  # a damaged `lth analyze lmc` result is named before anything is printed
+        _lmc_results(run)
     finished = max(len(run.rows) for run in runs)
     return _check_rounds(rounds, finished) if rounds is not None else _spread(finished)
 
@@ -196,8 +223,10 @@ def training_curves(ax: Axes, arms: Arms, rounds: Sequence[int]) -> None:
             curves = [run.history(round_index) for run in group.runs if len(run.rows) > round_index]
             if not curves:
                 continue
-            steps = [e["step"] for e in curves[0]]
-            means = [100 * sum(c[i]["test_accuracy"] for c in curves) / len(curves) for i in range(len(steps))]
+            # the steps every run evaluated at (runs grouped by --group-by may have trained for different lengths)
+            by_step = [{e["step"]: e["test_accuracy"] for e in curve} for curve in curves]
+            steps = sorted(set(by_step[0]).intersection(*by_step[1:]))
+            means = [100 * sum(accuracies[step] for accuracies in by_step) / len(by_step) for step in steps]
             density = group.rounds()[round_index]["density"]["mean"]
             name = f"round {round_index} ({density:.1%})"
             ax.plot(
@@ -250,7 +279,25 @@ def _log_percent_axis(axis: Any, lowest: float) -> None:
 
 
 def _lmc_results(run: Run) -> list[dict[str, Any]]:
-    return [read_json(path) for path in sorted(run.path.glob(LMC_GLOB))]
+    """The `lth analyze lmc` results saved in a run; RunFailed naming a damaged one."""
+    results = []
+    for path in sorted(run.path.glob(LMC_GLOB)):
+        try:
+            result = read_json(path)
+        except (OSError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise RunFailed(
+                f"{path} is not a readable lth analyze lmc result ({reason}); remove it or redo it"
+            ) from None
+        points = result.get("points") if isinstance(result, dict) else None
+        if not (
+            isinstance(points, list)
+            and all(isinstance(p, dict) and {"alpha", "test_error"} <= p.keys() for p in points)
+            and all(isinstance(result.get(key), int | float) for key in ("round", "density", "barrier"))
+        ):
+            raise RunFailed(f"{path} is not an lth analyze lmc result (points, round, density, barrier); remove it")
+        results.append(result)
+    return results
 
 
 def _spread(finished: int) -> list[int]:
@@ -271,6 +318,9 @@ def _check_rounds(rounds: Sequence[int], finished: int) -> list[int]:
 def _save(fig: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # room for the legends beside the axes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, buffer.getvalue())
+    except OSError as error:
+        raise OutputError(f"cannot write the figure {path}: {error.strerror or error}") from None
     return path

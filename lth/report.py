@@ -21,13 +21,34 @@ from typing import Any
 
 from rich.table import Table
 
-from lth.checkpoint import RUN_FILE, find_runs, read_json, round_dir
-from lth.errors import ConfigError
+from lth.checkpoint import RUN_FILE, find_runs, published_rounds, read_json, round_dir
+from lth.errors import ConfigError, RunFailed
 
 # The metrics aggregated over seeds (the JSON row contract's numbers, see DESIGN.md). The headline is the test
 # accuracy at the step of the lowest validation loss (the papers' measure); `best_test_accuracy`, the best test
 # accuracy over a round's evaluations, is chosen on the test set: an oracle, kept in the JSON rows only.
 AGGREGATED = ("density", "early_stop_test_accuracy", "test_accuracy", "best_test_accuracy", "early_stop_step")
+# What the report, the plots and the export read from a round's metrics.json: key -> (description, check).
+_NUMBER = ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool))
+_METRICS = {
+    "density": _NUMBER,
+    "param_density": _NUMBER,
+    "test_accuracy": _NUMBER,
+    "best_test_accuracy": _NUMBER,
+    "seconds": _NUMBER,
+    "early_stop_step": ("an integer or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))),
+    "layer_density": (
+        "an object of numbers",
+        lambda v: isinstance(v, dict) and all(_NUMBER[1](x) for x in v.values()),
+    ),
+    "history": (
+        "a list of evaluations with a step and a test_accuracy",
+        lambda v: (
+            isinstance(v, list)
+            and all(isinstance(e, dict) and _NUMBER[1](e.get("step")) and _NUMBER[1](e.get("test_accuracy")) for e in v)
+        ),
+    ),
+}
 
 
 def run_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -54,7 +75,31 @@ class Run:
 
     def history(self, round_index: int) -> list[dict[str, Any]]:
         """The evaluations of one round (step, accuracies, losses), from its metrics.json."""
-        return read_json(round_dir(self.path, round_index) / "metrics.json").get("history", [])
+        return read_metrics(self.path, round_index)["history"]
+
+
+def read_metrics(run_dir: Path, round_index: int) -> dict[str, Any]:
+    """A published round's metrics.json, checked to hold what the report reads; RunFailed (exit 1: the run's
+    record is damaged, not the command) naming the file and the round otherwise."""
+    path = round_dir(run_dir, round_index) / "metrics.json"
+    damaged = f"{path}: round {round_index} of {run_dir} is damaged"
+    try:
+        metrics = read_json(path)
+    except FileNotFoundError:
+        raise RunFailed(f"{damaged}: its metrics.json is missing") from None
+    except OSError as error:
+        raise RunFailed(f"{damaged}: its metrics.json cannot be read ({error.strerror or error})") from None
+    except ValueError as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunFailed(f"{damaged}: its metrics.json is not valid JSON ({reason})") from None
+    if not isinstance(metrics, dict):
+        raise RunFailed(f"{damaged}: its metrics.json holds a {type(metrics).__name__}, not a JSON object")
+    for key, (what, ok) in _METRICS.items():
+        if key not in metrics:
+            raise RunFailed(f"{damaged}: its metrics.json has no {key!r}")
+        if not ok(metrics[key]):
+            raise RunFailed(f"{damaged}: {key!r} in its metrics.json must be {what}, found {metrics[key]!r:.60}")
+    return metrics
 
 
 def read_run(run_dir: Path) -> Run:
@@ -66,9 +111,8 @@ def read_run(run_dir: Path) -> Run:
     cfg = from_container(record.get("config"), run_dir / RUN_FILE, registries=False)  # read only: no torch
     status = record.get("status", "unknown")
     rows = []
-    index = 0
-    while (metrics_path := round_dir(run_dir, index) / "metrics.json").is_file():
-        metrics = read_json(metrics_path)
+    for index in range(published_rounds(run_dir)):
+        metrics = read_metrics(run_dir, index)
         metrics.pop("history", None)
         rows.append(
             {
@@ -81,7 +125,6 @@ def read_run(run_dir: Path) -> Run:
                 **metrics,
             }
         )
-        index += 1
     return Run(run_dir, flatten(cfg), status, rows)
 
 

@@ -31,10 +31,10 @@ from lth.checkpoint import (
     RUN_FILE,
     clear_states,
     find_runs,
-    finished_rounds,
     is_sealed,
     load_sealed,
     now,
+    published_rounds,
     read_run_record,
     run_lock,
     seal_tensors,
@@ -216,7 +216,7 @@ def open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None, new_run
     torch.manual_seed(cfg.seed)
     model = models.build(cfg.model, dataset.input_shape, dataset.num_classes).to(device)
     borrowed_from = preflight.built_model(cfg, model, dataset)
-    first = finished_rounds(run_dir)
+    first = published_rounds(run_dir)  # a round missing between published ones is refused
     distributed.barrier()  # every rank has looked at the directory before rank 0 writes to it
     if not is_sealed(run_dir, INIT_FILE):
         seal_tensors(run_dir, INIT_FILE, model.state_dict())

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from lth import distributed
 from lth.checkpoint import now, read_json, write_json
 from lth.config import SweepGrid, sweep_grid
-from lth.errors import RunFailed
+from lth.errors import ConfigError, RunFailed
 
 SWEEP_FILE = "sweep.json"
 MAX_DEFAULT_JOBS = 8  # each job holds its own copy of the dataset; more parallel jobs rarely pay on one machine
@@ -40,9 +40,36 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# The environment variables lth reads for sweeps, and what each means (for the error message).
+ENVIRONMENT = {"LTH_JOBS": "parallel sweep jobs", "LTH_THREADS": "torch threads per job"}
+
+
+def env_count(name: str) -> int | None:
+    """A whole number >= 1 from environment variable `name`; None when it is unset or empty; ConfigError otherwise."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{name}={os.environ[name]!r} is not allowed; {name} ({ENVIRONMENT[name]}) must be a whole "
+            "number >= 1, or unset"
+        )
+    return value
+
+
+def check_environment() -> None:
+    """Refuse a malformed $LTH_JOBS or $LTH_THREADS before any run starts (they are read inside Hydra's jobs)."""
+    for name in ENVIRONMENT:
+        env_count(name)
+
+
 def default_jobs() -> int:
     """Parallel jobs of the `lth_joblib` launcher: $LTH_JOBS, else one per core up to MAX_DEFAULT_JOBS."""
-    return int(os.environ.get("LTH_JOBS") or min(cores(), MAX_DEFAULT_JOBS))
+    return env_count("LTH_JOBS") or min(cores(), MAX_DEFAULT_JOBS)
 
 
 OmegaConf.register_new_resolver("lth.jobs", default_jobs, replace=True)
@@ -52,8 +79,9 @@ def job_threads(launcher: DictConfig | None) -> int | None:
     """Torch intra-op threads for one job, so that parallel jobs share the cores instead of oversubscribing them:
     $LTH_THREADS, else the launcher's `cpus_per_task` (submitit), else the cores divided among joblib's `n_jobs`;
     None (torch's own default) when the launcher runs one job at a time."""
-    if os.environ.get("LTH_THREADS"):
-        return max(1, int(os.environ["LTH_THREADS"]))
+    threads = env_count("LTH_THREADS")
+    if threads is not None:
+        return threads
     if launcher is None:
         return None
     if launcher.get("cpus_per_task"):

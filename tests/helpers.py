@@ -18,7 +18,14 @@ import pytest
 # preset users can run too: `lth run +debug=fast`).
 FAST = ["+debug=fast"]
 
-_IDX_TYPE_CODES = {np.dtype("uint8"): 0x08, np.dtype("int8"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C}
+_IDX_TYPE_CODES = {
+    np.dtype("uint8"): 0x08,
+    np.dtype("int8"): 0x09,
+    np.dtype(">i2"): 0x0B,
+    np.dtype(">i4"): 0x0C,
+    np.dtype(">f4"): 0x0D,
+    np.dtype(">f8"): 0x0E,
+}
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:

@@ -8,12 +8,14 @@ an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register
+from lth.errors import ConfigError
 from lth.schema import DatasetConfig, refuse
 from lth.seeds import SUBSET, derive_seed
 
@@ -46,6 +48,68 @@ class Split:
         return self.inputs(slice(None))
 
 
+_PARTS = {
+    "train_x": "training images",
+    "train_y": "training labels",
+    "test_x": "test images",
+    "test_y": "test labels",
+}
+
+
+def check_raw(raw: RawData, name: str) -> None:
+    """Refuse data whose content cannot train a classifier, naming the file it came from (`raw.origin`, else the
+    dataset `name`): the checks every source shares, so no reader can hand over what the CIFAR reader would refuse.
+
+    Images: one example per row, (N, ...) with at least one feature, integer or finite float values, the same
+    shape for training and test examples; labels: integers of shape (N,), one per image, in 0..num_classes-1;
+    at least two classes and at least one training and one test example.
+    """
+
+    def where(part: str) -> str:
+        return raw.origin.get(part) or f"{name} {_PARTS[part]}"
+
+    if raw.num_classes < 2:
+        raise ConfigError(
+            f"{where('train_y')}: a classification dataset needs at least 2 classes, found {raw.num_classes}"
+        )
+    for split in ("train", "test"):
+        x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
+        if x.dim() < 2 or math.prod(x.shape[1:]) == 0:
+            raise ConfigError(
+                f"{where(f'{split}_x')}: images must be (examples, ...) with at least one value each, "
+                f"found shape {tuple(x.shape)}"
+            )
+        if x.dtype == torch.bool or x.is_complex():
+            raise ConfigError(f"{where(f'{split}_x')}: images must hold integer or float values, found {x.dtype}")
+        if y.dim() != 1:
+            raise ConfigError(
+                f"{where(f'{split}_y')}: labels must be one integer per image, shape (N,), found shape {tuple(y.shape)}"
+            )
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ConfigError(f"{where(f'{split}_y')}: labels must be integers, found {y.dtype}")
+        if len(y) != len(x):
+            raise ConfigError(
+                f"{where(f'{split}_y')}: {len(y)} labels for the {len(x)} images of {where(f'{split}_x')}; "
+                "every image needs exactly one label"
+            )
+        if len(y) == 0:
+            raise ConfigError(f"{where(f'{split}_x')}: the {_PARTS[f'{split}_x']} are empty; at least one is needed")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= raw.num_classes:
+            raise ConfigError(
+                f"{where(f'{split}_y')}: labels must lie in 0..{raw.num_classes - 1} ({raw.num_classes} classes), "
+                f"found {low}..{high}"
+            )
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ConfigError(f"{where(f'{split}_x')}: {bad} values are NaN or infinite; images must be finite")
+    if raw.test_x.shape[1:] != raw.train_x.shape[1:]:
+        raise ConfigError(
+            f"{where('test_x')}: test images of shape {tuple(raw.test_x.shape[1:])}, but the training images "
+            f"({where('train_x')}) are {tuple(raw.train_x.shape[1:])}; both splits must have one shape"
+        )
+
+
 @dataclass(frozen=True)
 class Dataset:
     train: Split
@@ -71,6 +135,7 @@ def check(cfg: DatasetConfig) -> None:
 
 def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     raw = _SOURCES[cfg.name].read(cfg)
+    check_raw(raw, cfg.name)
     if cfg.val_size >= len(raw.train_y):
         refuse("dataset.val_size", cfg.val_size, f"smaller than the {len(raw.train_y)} training examples of {cfg.name}")
     order = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
@@ -137,6 +202,7 @@ __all__ = [
     "Source",
     "Split",
     "check",
+    "check_raw",
     "cifar",
     "idx",
     "imagefolder",

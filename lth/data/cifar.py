@@ -12,6 +12,7 @@ Unpickling can run arbitrary code, so only the few globals a pickled NumPy array
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,34 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}, which a CIFAR batch never holds")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        if name == "_reconstruct":
+            return _checked_reconstruct(found)
+        if name == "dtype":
+            return _checked_dtype
+        return found
+
+
+def _checked_reconstruct(reconstruct: Any) -> Any:
+    """NumPy's `_reconstruct(cls, shape, typecode)` allocates `shape` before the array's data is read; NumPy
+    always pickles shape (0,) there (the real shape comes with the data, which NumPy checks against it), so a
+    file claiming more would only make us allocate what it names (10^13 elements: a MemoryError, or swap)."""
+
+    def checked(subtype: Any, shape: Any, typecode: Any) -> Any:
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape) or math.prod(shape) != 0:
+            raise pickle.UnpicklingError(f"an array header claims shape {shape!r} before its data (NumPy writes (0,))")
+        return reconstruct(subtype, shape, typecode)
+
+    return checked
+
+
+def _checked_dtype(*args: Any) -> np.dtype:
+    """np.dtype, refusing object arrays: their elements are arbitrary pickles, and NumPy allocates one pointer per
+    element the header claims before reading any of them."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("an array of Python objects, which a CIFAR batch never holds")
+    return dtype
 
 
 def read_batch(path: Path) -> dict[str, Any]:
@@ -51,7 +79,11 @@ def read_batch(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as file:
             batch = _ArrayUnpickler(file, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+    except OSError as error:
+        raise ConfigError(f"{path} cannot be read ({error.strerror or error}); check its permissions") from None
+    except MemoryError:
+        raise ConfigError(f"{path} claims more memory than this machine has; it is not a CIFAR batch") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"{path} is not a readable CIFAR pickle batch ({reason}); download it again") from None
     if not isinstance(batch, dict):
@@ -81,8 +113,11 @@ class CifarDataset(FileSource):
                 f"{files['test'].parent / self.meta_file} does not name the {self.num_classes} classes of "
                 f"{self.name} under '{self.names_key}'; is this the other CIFAR?"
             )
-        test = self._images(files.pop("test"))
+        test_path = files.pop("test")
+        test = self._images(test_path)
         train = [self._images(path) for path in files.values()]
+        train_paths = list(files.values())
+        trained_from = str(train_paths[0]) if len(train_paths) == 1 else f"{train_paths[0]}..{train_paths[-1].name}"
         return RawData(
             train_x=torch.cat([x for x, _ in train]),
             train_y=torch.cat([y for _, y in train]),
@@ -90,6 +125,12 @@ class CifarDataset(FileSource):
             test_y=test[1],
             num_classes=self.num_classes,
             augment=random_crop_flip,  # objects in CIFAR photos have no preferred left-right orientation
+            origin={
+                "train_x": trained_from,
+                "train_y": trained_from,
+                "test_x": str(test_path),
+                "test_y": str(test_path),
+            },
         )
 
     def _images(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,10 +144,17 @@ class CifarDataset(FileSource):
         ):
             found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
             raise ConfigError(f"{path}: 'data' must be a uint8 array of shape (N, {_IMAGE_BYTES}), found {found}")
-        if labels is None or len(labels) != len(data):
-            count = "none" if labels is None else len(labels)
+        if not isinstance(labels, list | tuple | np.ndarray) or len(labels) != len(data):
+            count = len(labels) if isinstance(labels, list | tuple | np.ndarray) else "none"
             raise ConfigError(f"{path}: '{self.label_key}' must hold one label per image ({len(data)}), found {count}")
-        y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        try:
+            array = np.asarray(labels)
+        except (TypeError, ValueError, OverflowError):
+            array = np.asarray([None])
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            found = f"{array.dtype} of shape {array.shape}" if array.dtype != object else "other values"
+            raise ConfigError(f"{path}: '{self.label_key}' must be a flat list of integer labels, found {found}")
+        y = torch.as_tensor(array.astype(np.int64))
         if len(y) and not (int(y.min()) >= 0 and int(y.max()) < self.num_classes):
             raise ConfigError(
                 f"{path}: labels must lie in 0..{self.num_classes - 1}, found {int(y.min())}..{int(y.max())}"

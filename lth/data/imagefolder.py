@@ -65,15 +65,26 @@ class ImageFolderSource(FileSource):
                 f"only in train: {', '.join(only_train) or 'none'}; only in {files['test'].name}: "
                 f"{', '.join(only_test) or 'none'}"
             )
+        if len(train) < 2:
+            raise ConfigError(
+                f"{files['train']} holds one class folder ({next(iter(train))}); a classifier needs at least 2"
+            )
         classes = sorted(train)
-        train_x, train_y = self._split(files["train"], classes, cfg.image_size)
-        test_x, test_y = self._split(files["test"], classes, cfg.image_size)
-        return RawData(train_x, train_y, test_x, test_y, num_classes=len(classes))
+        train_x, train_y = self._split(files["train"], classes, cfg.image_size, train=True)
+        test_x, test_y = self._split(files["test"], classes, cfg.image_size, train=False)
+        origin = {f"{split}_{part}": str(files[split]) for split in ("train", "test") for part in "xy"}
+        return RawData(train_x, train_y, test_x, test_y, num_classes=len(classes), origin=origin)
 
-    def _split(self, folder: Path, classes: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _split(self, folder: Path, classes: list[str], size: int, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image of a split, labelled by class; a training class folder without images is refused (nothing
+        could learn that class), a test class folder may be empty."""
         paths, labels = [], []
         for label, name in enumerate(classes):
             images = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
+            if not images and train:
+                raise ConfigError(
+                    f"{folder / name} holds no images ({', '.join(EXTENSIONS)}); every training class needs some"
+                )
             paths += images
             labels += [label] * len(images)
         if not paths:

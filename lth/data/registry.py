@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -24,6 +24,8 @@ class RawData:
     test_y: Tensor
     num_classes: int
     augment: Augment | None = None  # what the trainer applies to training batches; None: nothing
+    # What each of train_x, train_y, test_x, test_y was read from (a file, a folder), for error messages.
+    origin: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,15 @@ def read_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"{path} is not a readable MATLAB v5 file ({reason}); download it again") from None
     x, y = mat.get("X"), mat.get("y")
-    if x is None or x.dtype != np.uint8 or x.shape[:3] != (32, 32, 3):
+    if x is None or x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         found = "nothing" if x is None else f"{x.dtype} {x.shape}"
         raise ConfigError(f"{path}: 'X' must be uint8 of shape (32, 32, 3, N), found {found}")
     if y is None or y.size != x.shape[3]:
         raise ConfigError(
             f"{path}: 'y' must hold one label per image ({x.shape[3]}), found {0 if y is None else y.size}"
         )
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.array_equal(y, np.round(y))):
+        raise ConfigError(f"{path}: 'y' must hold whole-number labels 1..10, found {y.dtype} values that are not")
     labels = y.reshape(-1).astype(np.int64)
     if labels.size and not (labels.min() >= 1 and labels.max() <= 10):
         raise ConfigError(f"{path}: labels must lie in 1..10 (10 is the digit 0), found {labels.min()}..{labels.max()}")
@@ -58,7 +60,8 @@ class SvhnDataset(FileSource):
         train_x, train_y = read_mat(files["train"])
         test_x, test_y = read_mat(files["test"])
         # Crops but no flips: digits are not mirror-symmetric (a flipped 2 or 7 is not a digit).
-        return RawData(train_x, train_y, test_x, test_y, num_classes=10, augment=random_crop)
+        origin = {f"{split}_{part}": str(files[split]) for split in ("train", "test") for part in "xy"}
+        return RawData(train_x, train_y, test_x, test_y, num_classes=10, augment=random_crop, origin=origin)
 
 
 SvhnDataset(
