@@ -36,9 +36,14 @@ commands (lth --version: the installed version):
   analyze lmc DIR --round N [--points 11] [--json]
                          linear mode connectivity: train round N twice with different data orders, test error
                          along the line between them, the error barrier; saved in DIR/analysis/
-  export DIR --round N OUT [--weights final|start] [--format safetensors|torchscript]
+  analyze speed DIR --round N [--repeats 40] [--json]
+                         inference latency (batch 1) and throughput (batch 256) on CPU (and CUDA) of the
+                         dense, masked and compacted network (2:4 sparse where supported), with parameters
+                         and MACs; saved in DIR/analysis/
+  export DIR --round N OUT [--weights final|start] [--format safetensors|torchscript] [--compact]
                          a standalone ticket: weights, mask and card.json (config, densities, FLOPs,
-                         accuracy, command); lth.load_ticket(OUT) rebuilds the model
+                         accuracy, command); lth.load_ticket(OUT) rebuilds the model; --compact: also the
+                         smaller dense network without dead units (same outputs), its sizes and speed
 """
 
 # Hydra flags that only print information: no job runs, so there is nothing to validate up front.
@@ -204,11 +209,14 @@ def report(args: list[str]) -> None:
 
 def analyze(args: list[str]) -> None:
     parser = _Parser(prog="lth analyze", description="Analyses of the masks and weights of finished rounds.")
-    sub = parser.add_subparsers(dest="analysis", required=True, metavar="{overlap,layers,lmc}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="analysis", required=True, metavar="{overlap,layers,lmc,speed}", parser_class=_Parser
+    )
     for name, text in (
         ("overlap", "Jaccard overlap of masks, per layer: consecutive rounds, and seeds at the same round"),
         ("layers", "per round and layer: weights remaining, mean |w| of survivors at init, start and end"),
         ("lmc", "linear mode connectivity of a round (Frankle et al. 2020): the error barrier between two copies"),
+        ("speed", "inference latency and throughput of a round: dense, masked, compacted (and 2:4 where supported)"),
     ):
         command = sub.add_parser(name, prog=f"lth analyze {name}", description=text, help=text)
         command.add_argument("path", type=Path, help="a run directory, or a folder of runs")
@@ -216,10 +224,19 @@ def analyze(args: list[str]) -> None:
         if name == "lmc":
             command.add_argument("--round", type=int, required=True, help="the round to analyse")
             command.add_argument("--points", type=int, default=11, help="evenly spaced alphas in [0, 1] (11)")
+        if name == "speed":  # lth.speed
+            command.add_argument("--round", type=int, required=True, help="the round to time")
+            command.add_argument("--repeats", type=int, default=40, help="timed calls per measurement, at most (40)")
     parsed = parser.parse_args(args)
     from lth import analyze as analysis
 
-    if parsed.analysis == "lmc":
+    if parsed.analysis == "speed":
+        from lth import speed
+
+        if parsed.repeats < 1:
+            raise ConfigError(f"--repeats {parsed.repeats}: need at least 1")
+        speed.main_speed(parsed.path, parsed.round, as_json=parsed.json, repeats=parsed.repeats)
+    elif parsed.analysis == "lmc":
         analysis.main_lmc(parsed.path, parsed.round, parsed.points, as_json=parsed.json)
     else:
         getattr(analysis, f"main_{parsed.analysis}")(parsed.path, as_json=parsed.json)
@@ -236,12 +253,29 @@ def export(args: list[str]) -> None:
     parser.add_argument(
         "--format", choices=("safetensors", "torchscript"), default="safetensors", help="also a TorchScript module"
     )
+    parser.add_argument(
+        "--compact", action="store_true", help="also the smaller dense network without dead units (lth.compact)"
+    )
     parsed = parser.parse_args(args)
     from lth import export as exporting
 
-    card = exporting.export(parsed.path, parsed.round, parsed.out, weights=parsed.weights, fmt=parsed.format)
+    card = exporting.export(
+        parsed.path, parsed.round, parsed.out, weights=parsed.weights, fmt=parsed.format, compact=parsed.compact
+    )
     accuracy, density = card["test_accuracy"], card["density"]
     print(f"wrote {parsed.out}: round {card['round']}, density {density:.2%}, test acc after training {accuracy:.2%}")
+    if parsed.compact:  # lth.compact: what the compacted network saves, and what it buys on this machine
+        from lth import speed
+
+        sizes = card["compact"]["sizes"]
+        print(
+            f"compacted: {card['compact']['removed_units']} units removed, parameters {card['parameters']:,} -> "
+            f"{sizes['compact']['parameters']:,}, MACs/example {card['macs_per_example']['dense']:,} -> "
+            f"{sizes['compact']['macs']:,}"
+        )
+        speed_result = card["compact"]["speed"]
+        speed.Console().print(speed.table(speed_result, "Inference speed (also in card.json)"))
+        speed.Console().print(speed.caption(speed_result))
 
 
 def _keys(text: str) -> list[str]:

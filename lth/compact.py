@@ -27,6 +27,7 @@ The compacted model is the same class with smaller layers, so its state dict alo
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,8 +68,8 @@ def links(model: nn.Module) -> list[Link]:
     if isinstance(model, ConvClassifier):
         return _classifier_links(model)
     raise ConfigError(
-        f"cannot compact a {type(model).__name__}: lth compacts its own LeNet-300-100, ConvClassifier convnets "
-        "(lenet5, conv2/4/6, vgg*) and ResNets only"
+        f"cannot compact a {type(model).__module__}.{type(model).__name__}: lth compacts its own LeNet-300-100, "
+        "ConvClassifier convnets (lenet5, conv2/4/6, vgg*) and ResNets only"
     )
 
 
@@ -118,12 +119,11 @@ def mask_links(model_name: str, masks: dict[str, Tensor]) -> list[Link] | None:
     compactable families). The same pairs as `links(model)`; `post` is left empty (masks do not need it)."""
     names = [name.removesuffix(".weight") for name in masks]
     if model_name.startswith("resnet"):
-        return [Link(n, n[: -len("conv1")] + "conv2") for n in names if n.startswith("blocks.") and n.endswith(".conv1")]
-    if model_name == "lenet_300_100" or model_name in ("lenet5", "conv2", "conv4", "conv6") or model_name.startswith(
-        "vgg"
-    ):
+        inner = [n for n in names if n.startswith("blocks.") and n.endswith(".conv1")]
+        return [Link(n, n.removesuffix("conv1") + "conv2") for n in inner]
+    if model_name in ("lenet_300_100", "lenet5", "conv2", "conv4", "conv6") or model_name.startswith("vgg"):
         out = []
-        for producer, consumer in zip(names, names[1:]):
+        for producer, consumer in itertools.pairwise(names):
             shape_p, shape_c = masks[f"{producer}.weight"].shape, masks[f"{consumer}.weight"].shape
             spatial = shape_c[1] // shape_p[0] if len(shape_p) == 4 and len(shape_c) == 2 else 1
             out.append(Link(producer, consumer, (), spatial))
@@ -308,7 +308,14 @@ def _constant(modules: dict[str, nn.Module], link: Link, bias: Tensor | None, un
             weight = None if module.weight is None else module.weight[index]
             shift = None if module.bias is None else module.bias[index]
             value = F.batch_norm(
-                value[None], module.running_mean[index], module.running_var[index], weight, shift, False, 0.0, module.eps
+                value[None],
+                module.running_mean[index],
+                module.running_var[index],
+                weight,
+                shift,
+                False,
+                0.0,
+                module.eps,
             )[0]
         # pooling, dropout (eval) and identity keep a constant image constant
     return float(value.detach()[0])

@@ -9,7 +9,15 @@ training). The folder holds
     card.json             model and dataset config, input shape, class count, densities per layer, nonzero
                           parameters, dense and sparse multiply-accumulates per example, the round's accuracy and
                           the `lth run` command that made it
-    model.torchscript.pt  with --format torchscript: a traced module that needs torch only
+    model.torchscript.pt  with --format torchscript: a traced module that needs torch only (of the compacted
+                          model with --compact)
+    compact.safetensors   with --compact: the state dict of the compacted network (lth.compact: dead units and
+                          channels removed, the same function); card.json's `compact` records the units kept per
+                          layer (original indices), its sizes and MACs, and a speed benchmark (lth.speed)
+
+`load_ticket` returns the compacted model when the folder has one (compact=False: the masked one). The compact
+file alone fixes the layer sizes: the loader builds the model of the card's config and resizes each linear, conv
+and batch-norm layer to the saved shapes (lth.compact.resize_to).
 
 Inputs are expected normalised as `lth.data.load(dataset, seed)` does (per-channel training-set statistics).
 """
@@ -46,13 +54,24 @@ CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
 MASK_FILE = "mask.safetensors"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
+COMPACT_FILE = "compact.safetensors"
 CARD_FORMAT = 1
 
 
-def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", fmt: str = "safetensors") -> dict:
+def export(
+    run_dir: Path,
+    round_index: int,
+    out: Path,
+    weights: str = "final",
+    fmt: str = "safetensors",
+    compact: bool = False,
+    speed_repeats: int = 40,
+) -> dict:
     """Write round `round_index` of `run_dir` as a ticket folder `out` (see the module docstring); return the card.
 
-    `out` must not exist or be empty, so an export never mixes two tickets."""
+    `out` must not exist or be empty, so an export never mixes two tickets. With `compact`, a round that cannot
+    be compacted (no dead unit, or an architecture lth.compact does not know) is a ConfigError before anything is
+    written; `speed_repeats` sets the timed calls of its benchmark."""
     if weights not in ("final", "start"):
         raise ConfigError(f"--weights {weights}: choose final or start")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -67,6 +86,7 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
     dataset = data.load(cfg.dataset, cfg.seed, torch.device("cpu"))
     model = models.build(cfg.model, dataset.input_shape, dataset.num_classes)
     model.load_state_dict(state)
+    compacted = _compacted(model, masks, round_index, dataset.input_shape, speed_repeats) if compact else None
     dense_macs = multiply_accumulates(model, dataset.input_shape)
     per_layer = layer_densities(masks)
     total = sum(value.numel() for value in model.parameters())
@@ -95,9 +115,14 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
         "source": {"run": str(run_dir.resolve()), "config_hash": record.get("config_hash")},
         "command": run_command(run_dir),
     }
+    if compacted is not None:
+        card["compact"] = compacted[1]
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(out / WEIGHTS_FILE, state)
     save_tensors(out / MASK_FILE, masks)
+    if compacted is not None:
+        save_tensors(out / COMPACT_FILE, compacted[0].state_dict())
+        model = compacted[0]
     if fmt == "torchscript":
         model.eval()
         buffer = io.BytesIO()
@@ -111,8 +136,9 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
     return card
 
 
-def load_ticket(path: Path | str, device: str | torch.device = "cpu") -> nn.Module:
-    """The model of a ticket folder written by `lth export`, with its weights loaded, in eval mode."""
+def load_ticket(path: Path | str, device: str | torch.device = "cpu", compact: bool | None = None) -> nn.Module:
+    """The model of a ticket folder written by `lth export`, with its weights loaded, in eval mode: the compacted
+    model when the folder has one (`lth export --compact`) unless `compact=False`."""
     path = Path(path)
     try:
         card = read_json(path / CARD_FILE)
@@ -120,8 +146,34 @@ def load_ticket(path: Path | str, device: str | torch.device = "cpu") -> nn.Modu
         raise ConfigError(f"{path} is not an lth ticket (no readable {CARD_FILE}); write one with lth export") from None
     fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
     model = models.build(ModelConfig(**fields), tuple(card["input_shape"]), card["num_classes"])
+    if "compact" in card and compact is not False:
+        from lth.compact import resize_to
+
+        return resize_to(model, load_tensors(path / COMPACT_FILE)).to(device).eval()
+    if compact:
+        raise ConfigError(f"{path} holds no compacted model; export it with lth export --compact")
     model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
     return model.to(device).eval()
+
+
+def _compacted(
+    model: nn.Module, masks: dict[str, torch.Tensor], round_index: int, input_shape: tuple[int, ...], repeats: int
+) -> tuple[nn.Module, dict]:
+    """`lth export --compact`: the compacted model and the card's `compact` entry (sizes, units kept, speed)."""
+    from lth import compact, speed
+
+    result = compact.compact(model, masks)  # ConfigError for an architecture it does not know
+    if not result.removed:
+        raise ConfigError(
+            f"--compact: round {round_index} has no dead unit (every unit has a surviving incoming and outgoing "
+            "weight, or is a constant that cannot be folded), so nothing can be removed; export it without --compact"
+        )
+    entry = compact.card_entry(result)
+    masked = copy.deepcopy(model).eval()
+    entry["sizes"] = {"masked": speed.sizes(masked, input_shape), "compact": speed.sizes(result.model, input_shape)}
+    # dense costs what masked costs in dense kernels (the card's `parameters` and `macs_per_example` are its sizes)
+    entry["speed"] = speed.benchmark({"masked": masked, "compact": result.model}, input_shape, repeats=repeats)
+    return result.model, entry
 
 
 def multiply_accumulates(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
