@@ -38,13 +38,12 @@ from torch import nn
 ANALYSIS_DIR = "analysis"
 LATENCY_BATCH = 1
 THROUGHPUT_BATCH = 256
+_COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # lth.models' prunable layers
 
 
 def sizes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """Parameters (all, nonzero) and multiply-accumulates per example (dense, and counting nonzero weights only)
-    of a model's linear and conv layers (MACs: lth.export.multiply_accumulates)."""
-    from lth.export import multiply_accumulates
-
+    of a model's linear and conv layers (counted as lth.export.multiply_accumulates does)."""
     macs = multiply_accumulates(model, input_shape)
     weights = dict(model.named_parameters())
     nonzero_macs = sum(count * _nonzero_fraction(weights[name]) for name, count in macs.items())
@@ -54,6 +53,29 @@ def sizes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
         "macs": sum(macs.values()),
         "nonzero_macs": round(nonzero_macs),
     }
+
+
+def multiply_accumulates(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """lth.export.multiply_accumulates, counted with one real forward pass of a zero example on the CPU (the meta
+    device's first use costs seconds; a batch of one costs milliseconds for lth's models)."""
+    names = {module: f"{name}.weight" for name, module in model.named_modules() if isinstance(module, _COUNTED)}
+    counts: dict[str, int] = {}
+
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        per_example = output.numel() // output.shape[0]
+        counts[names[module]] = counts.get(names[module], 0) + per_example * module.weight[0].numel()
+
+    handles = [module.register_forward_hook(hook) for module in names]
+    training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    return counts
 
 
 def _nonzero_fraction(weight: torch.Tensor) -> float:
