@@ -143,7 +143,9 @@ def dead_run(sweep_template, tmp_path_factory):
 
 def test_export_compact_writes_a_smaller_ticket_that_loads(dead_run, tmp_path, capsys):
     out = tmp_path / "ticket"
-    printed = lth_ok("export", str(dead_run), "--round", "2", str(out), "--compact", capsys=capsys)
+    printed = lth_ok(
+        "export", str(dead_run), "--round", "2", str(out), "--compact", "--format", "torchscript", capsys=capsys
+    )
     assert "compacted:" in printed and "Inference speed" in printed
     assert (out / "compact.safetensors").is_file()
     card = json.loads((out / "card.json").read_text())
@@ -162,6 +164,7 @@ def test_export_compact_writes_a_smaller_ticket_that_loads(dead_run, tmp_path, c
     x = torch.randn(16, 1, 8, 8)
     with torch.no_grad():
         assert (small(x) - full(x)).abs().max().item() < 1e-5
+        assert torch.allclose(torch.jit.load(str(out / "model.torchscript.pt"))(x), small(x))  # traced: compacted
 
 
 def test_compact_refuses_with_one_line_and_writes_nothing(sweep_template, tmp_path, capsys):
