@@ -3,7 +3,7 @@ and the measured CPU speed of the compacted network against the masked one (lth.
 
     python scripts/compact_speed_table.py RUN_DIR [--repeats 40]
 
-Masked and compact are timed alternately, three trials each (each trial: the median of repeated calls after
+Masked and compact are timed alternately, `--trials` trials each (each trial: the median of repeated calls after
 warm-up, lth.speed.timings); the best trial is reported, as a shared machine's bursts of load only ever slow a
 trial down. Prints a Markdown table.
 """
@@ -23,7 +23,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--first", type=int, default=0, help="the first round to measure")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--trials", type=int, default=5, help="alternating trials per network")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {speed.machine()['cpu_count']} CPUs\n")
     print(
@@ -31,12 +36,12 @@ def main() -> None:
         "latency b=1 masked → compact (ms) | throughput b=256 masked → compact (/ms) | speedup b=1 | speedup b=256 |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for index in range(finished_rounds(args.run)):
+    for index in range(args.first, finished_rounds(args.run)):
         variants, info, shape = speed.round_variants(args.run, index)
         masked, small = variants["masked"], variants["compact"] or variants["masked"]
         density = read_json(round_dir(args.run, index) / "metrics.json")["density"]
         runs: dict[str, list[dict]] = {"masked": [], "compact": []}
-        for _ in range(3):
+        for _ in range(args.trials):
             for name, model in (("masked", masked), ("compact", small)):
                 runs[name].append(speed.timings(model, tuple(shape), cpu, args.repeats, warmup=5))
         latency = {name: min(r["latency_ms"] for r in got) for name, got in runs.items()}
