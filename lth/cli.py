@@ -36,7 +36,7 @@ commands (lth --version: the installed version):
   analyze lmc DIR --round N [--points 11] [--json]
                          linear mode connectivity: train round N twice with different data orders, test error
                          along the line between them, the error barrier; saved in DIR/analysis/
-  analyze speed DIR --round N [--repeats 40] [--json]
+  analyze speed DIR --round N [--repeats 40] [--threads T] [--json]
                          inference latency (batch 1) and throughput (batch 256) on CPU (and CUDA) of the
                          dense, masked and compacted network (2:4 sparse where supported), with parameters
                          and MACs; saved in DIR/analysis/
@@ -227,6 +227,7 @@ def analyze(args: list[str]) -> None:
         if name == "speed":  # lth.speed
             command.add_argument("--round", type=int, required=True, help="the round to time")
             command.add_argument("--repeats", type=int, default=40, help="timed calls per measurement, at most (40)")
+            command.add_argument("--threads", type=int, help="torch CPU threads to time with (default: torch's)")
     parsed = parser.parse_args(args)
     from lth import analyze as analysis
 
@@ -235,6 +236,12 @@ def analyze(args: list[str]) -> None:
 
         if parsed.repeats < 1:
             raise ConfigError(f"--repeats {parsed.repeats}: need at least 1")
+        if parsed.threads is not None:
+            if parsed.threads < 1:
+                raise ConfigError(f"--threads {parsed.threads}: need at least 1")
+            import torch
+
+            torch.set_num_threads(parsed.threads)
         speed.main_speed(parsed.path, parsed.round, as_json=parsed.json, repeats=parsed.repeats)
     elif parsed.analysis == "lmc":
         analysis.main_lmc(parsed.path, parsed.round, parsed.points, as_json=parsed.json)

@@ -293,7 +293,7 @@ def table(result: dict[str, Any], title: str) -> Table:
     masked = result["variants"].get("masked", {})
     for name, entry in result["variants"].items():
         if not entry.get("available"):
-            table.add_row(name, entry.get("reason", "-"), *[""] * (3 + 3 * len(device_types)))
+            table.add_row(f"{name} (n/a, below)", *["-"] * (4 + 3 * len(device_types)))
             continue
         cells = [name]
         cells += [f"{entry[key]:,}" if key in entry else "-" for key in ("parameters", "nonzero_parameters")]
@@ -311,12 +311,19 @@ def table(result: dict[str, Any], title: str) -> Table:
 
 
 def caption(result: dict[str, Any]) -> str:
+    """The machine and timing settings under the table, and why a variant is missing."""
     m = result["machine"]
     where = f"{m['cpu_count']} CPUs" + (f", {m['cuda']}" if m["cuda"] else "")
-    return (
+    lines = [
         f"torch {m['torch']}, {m['threads']} threads, {where}; median of up to {result['repeats']} calls after "
         f"{result['warmup']} warm-up calls"
-    )
+    ]
+    for name, entry in result["variants"].items():
+        if not entry.get("available"):
+            lines.append(f"{name}: {entry.get('reason', 'not available')}")
+        elif name == "2:4":
+            lines.append(f"2:4: {entry['note']}; fp16 dense on CUDA: {entry['cuda_dense_fp16']}")
+    return "\n".join(lines)
 
 
 def main_speed(path: Path, round_index: int, as_json: bool = False, repeats: int = 40) -> None:

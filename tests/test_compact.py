@@ -192,8 +192,14 @@ def test_analyze_speed_reports_sizes_and_timings(dead_run, capsys):
     if not torch.cuda.is_available():
         assert not variants["2:4"]["available"] and "unsupported" in variants["2:4"]["reason"]
     assert (dead_run / "analysis" / "speed_round_02.json").is_file()
-    table = lth_ok("analyze", "speed", str(dead_run), "--round", "2", "--repeats", "1", capsys=capsys)
-    assert "compact" in table and "threads" in table
+    threads = torch.get_num_threads()
+    try:
+        table = lth_ok(
+            "analyze", "speed", str(dead_run), "--round", "2", "--repeats", "1", "--threads", "1", capsys=capsys
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert "compact" in table and "1 threads" in table and "2:4" in table
 
 
 def test_analyze_layers_counts_dead_units(dead_run, capsys):
