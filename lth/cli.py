@@ -219,7 +219,8 @@ def analyze(args: list[str]) -> None:
         ("speed", "inference latency and throughput of a round: dense, masked, compacted (and 2:4 where supported)"),
     ):
         command = sub.add_parser(name, prog=f"lth analyze {name}", description=text, help=text)
-        command.add_argument("path", type=Path, help="a run directory, or a folder of runs")
+        where = "a run directory" if name == "speed" else "a run directory, or a folder of runs"
+        command.add_argument("path", type=Path, help=where)
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if name == "lmc":
             command.add_argument("--round", type=int, required=True, help="the round to analyse")

@@ -238,6 +238,10 @@ def round_variants(run_dir: Path, round_index: int) -> tuple[dict[str, nn.Module
     from lth.config import from_container
     from lth.errors import ConfigError
 
+    if not (run_dir / RUN_FILE).is_file():
+        raise ConfigError(
+            f"{run_dir} is not a run directory (it has no {RUN_FILE}); give one run, not a folder of runs"
+        )
     cfg = from_container(read_run_record(run_dir).get("config"), run_dir / RUN_FILE)
     folder = finished_round(run_dir, round_index)
     masks = load_tensors(folder / "mask.safetensors")
