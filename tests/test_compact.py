@@ -200,7 +200,7 @@ def test_analyze_speed_reports_sizes_and_timings(dead_run, capsys):
     finally:
         torch.set_num_threads(threads)
     assert "compact" in table and "1 threads" in table and "2:4" in table
-    code, printed, err = lth_in_process("analyze", "speed", str(dead_run.parent), "--round", "0", capsys=capsys)
+    code, _, err = lth_in_process("analyze", "speed", str(dead_run.parent), "--round", "0", capsys=capsys)
     assert code == 2 and "not a run directory" in err and err.count("\n") == 1, err
 
 
