@@ -108,7 +108,11 @@ def _chance(a: Tensor, b: Tensor) -> float:
 
 def layers(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Per run, round and prunable layer: weights remaining, and mean |w| of the survivors at θ0, at the round's
-    start and at its end (None when a layer has no survivors)."""
+    start and at its end (None when a layer has no survivors); `dead_units`, `no_incoming`, `no_outgoing`: its
+    dead units (lth.compact.dead_units; None where not defined: the output layer, a ResNet's residual stream,
+    models other than lth's)."""
+    from lth import compact
+
     out = []
     for run in runs:
         init = load_sealed(run.path, INIT_FILE, "cpu")
@@ -116,6 +120,8 @@ def layers(runs: Sequence[Run]) -> list[dict[str, Any]]:
             folder = finished_round(run.path, round_index)
             masks = load_tensors(folder / "mask.safetensors")
             start, final = load_tensors(folder / "start.safetensors"), load_tensors(folder / "final.safetensors")
+            mask_links = compact.mask_links(run.config["model.name"], masks) if _lth_model(run) else None
+            dead = compact.dead_units(masks, mask_links) if mask_links is not None else {}
             for name, mask in masks.items():
                 out.append(
                     {
@@ -129,9 +135,16 @@ def layers(runs: Sequence[Run]) -> list[dict[str, Any]]:
                         "init_mean_abs": _mean_abs(init[name], mask),
                         "start_mean_abs": _mean_abs(start[name], mask),
                         "final_mean_abs": _mean_abs(final[name], mask),
+                        "dead_units": dead.get(name, {}).get("dead"),
+                        "no_incoming": dead.get(name, {}).get("no_incoming"),
+                        "no_outgoing": dead.get(name, {}).get("no_outgoing"),
                     }
                 )
     return out
+
+
+def _lth_model(run: Run) -> bool:
+    return run.config.get("model.source", "lth") == "lth"
 
 
 def _mean_abs(weight: Tensor, mask: Tensor) -> float | None:
@@ -227,7 +240,8 @@ def main_layers(path: Path, as_json: bool = False) -> None:
     console = Console()
     for run in dict.fromkeys(row["run"] for row in rows):
         table = Table(title=f"Survivors per layer: {run}", title_justify="left")
-        for header in ("round", "layer", "remaining", "density", "mean |w| init", "mean |w| start", "mean |w| final"):
+        headers = ("round", "layer", "remaining", "density", "mean |w| init", "mean |w| start", "mean |w| final")
+        for header in (*headers, "dead units"):
             table.add_column(header, justify="right" if header != "layer" else "left")
         for row in (r for r in rows if r["run"] == run):
             table.add_row(
@@ -236,6 +250,7 @@ def main_layers(path: Path, as_json: bool = False) -> None:
                 f"{row['remaining']:,} / {row['total']:,}",
                 f"{row['density']:.2%}",
                 *(_number(row[key]) for key in ("init_mean_abs", "start_mean_abs", "final_mean_abs")),
+                _dead(row),
             )
         console.print(table)
 
@@ -257,6 +272,13 @@ def main_lmc(path: Path, round_index: int, points: int = 11, as_json: bool = Fal
         table.add_row(result["run"], f"{result['density']:.2%}", *errors, f"{result['barrier']:.2%}")
     Console().print(table)
     Console().print(f"test error along the line; saved in {ANALYSIS_DIR}/lmc_round_{round_index:02d}.json of each run")
+
+
+def _dead(row: dict[str, Any]) -> str:
+    """Dead units of a layer (lth.compact): all, and how many of them have no incoming / no outgoing weight."""
+    if row["dead_units"] is None:
+        return "-"
+    return f"{row['dead_units']} (in {row['no_incoming']}, out {row['no_outgoing']})"
 
 
 def _number(value: float | None) -> str:

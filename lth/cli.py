@@ -36,73 +36,16 @@ commands:
   analyze lmc DIR --round N [--points 11] [--json]
                          linear mode connectivity: train round N twice with different data orders, test error
                          along the line between them, the error barrier; saved in DIR/analysis/
-  export DIR --round N OUT [--weights final|start] [--format safetensors|torchscript]
+  analyze speed DIR --round N [--repeats 40] [--threads T] [--json]
+                         inference latency (batch 1) and throughput (batch 256) on CPU (and CUDA) of the
+                         dense, masked and compacted network (2:4 sparse where supported), with parameters
+                         and MACs; saved in DIR/analysis/
+  export DIR --round N OUT [--weights final|start] [--format safetensors|torchscript] [--compact]
                          a standalone ticket: weights, mask and card.json (config, densities, FLOPs,
-                         accuracy, command); lth.load_ticket(OUT) rebuilds the model
+                         accuracy, command); lth.load_ticket(OUT) rebuilds the model; --compact: also the
+                         smaller dense network without dead units (same outputs), its sizes and speed
   --version              the installed version of lth
 """
-
-# Hydra flags that only print information: no job runs, so there is nothing to validate up front.
-_INFO_FLAGS = {
-    "--help",
-    "-h",
-    "--hydra-help",
-    "--cfg",
-    "-c",
-    "--info",
-    "-i",
-    "--shell-completion",
-    "-sc",
-    "--version",
-    "--resolve",
-    "-p",
-    "--package",
-}
-# Flags that point Hydra at another primary config; their value follows as the next argument.
-_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
-_MULTIRUN_FLAGS = {"-m", "--multirun"}
-# Hydra flags whose value is the next argument, and `--info`'s optional topic.
-_VALUED_FLAGS = _CONFIG_FLAGS | {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc"}
-_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
-# Every flag Hydra's `lth run` accepts (with `--flag=value` forms split at "=").
-_KNOWN_FLAGS = _INFO_FLAGS | _CONFIG_FLAGS | _MULTIRUN_FLAGS | {"--run", "-r", "--"}
-# Hydra runs in one of these modes; naming two is an error (Hydra's own is a ValueError traceback).
-_MODE_FLAGS = {
-    "--run": "--run",
-    "-r": "--run",
-    "--multirun": "--multirun",
-    "-m": "--multirun",
-    "--cfg": "--cfg",
-    "-c": "--cfg",
-    "--info": "--info",
-    "-i": "--info",
-    "--shell-completion": "--shell-completion",
-    "-sc": "--shell-completion",
-}
-_CFG_CHOICES = ("job", "hydra", "all")
-_LEXER_ERROR = "LexerNoViableAltException: "
-
-
-def split_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Hydra's flags (with their values) and the overrides of an `lth run` command line, each in its order.
-
-    Hydra's argparse takes the overrides as one positional list, so they must follow the flags in one piece:
-    `lth run model=conv2 -m seed=0,1` and the recipe's overrides put in front both rely on this reordering."""
-    flags: list[str] = []
-    overrides: list[str] = []
-    position = 0
-    while position < len(args):
-        arg = args[position]
-        following = args[position + 1] if position + 1 < len(args) else None
-        takes_value = arg in _VALUED_FLAGS or (arg in ("--info", "-i") and following in _INFO_TOPICS)
-        if takes_value and following is not None:
-            flags += [arg, following]
-            position += 2
-            continue
-        (flags if arg.startswith("-") else overrides).append(arg)
-        position += 1
-    return flags, overrides
-
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
@@ -140,21 +83,22 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(args: list[str]) -> None:
-    from lth import config, distributed, sweeps
+    from lth import arguments, config, distributed, sweeps
 
     distributed.init()  # under torchrun: join the other ranks before anything else
     if distributed.world_size() > 1:
         args = [*args, *distributed.shared_output_dirs(args)]
-    flag_args, overrides = split_flags(args)
+    flag_args, overrides = arguments.split_flags(args)
     flags = {arg.split("=", 1)[0] for arg in flag_args if arg.startswith("-")}  # --cfg=job counts as --cfg
-    _check_flags(flag_args)
-    _check_overrides(overrides, multirun=bool(_MULTIRUN_FLAGS & flags))
+    multirun = bool(arguments.MULTIRUN_FLAGS & flags)
+    arguments.check_flags(flag_args)
+    arguments.check_overrides(overrides, multirun)
     sweeps.check_environment()
     recipe = config.recipe_overrides(overrides)
     overrides = [*recipe, *overrides]  # the command line's own choices come later, so they win
     args = [*flag_args, *overrides]
-    if not (_INFO_FLAGS | _CONFIG_FLAGS).intersection(flags):
-        _validate_jobs(overrides, multirun=bool(_MULTIRUN_FLAGS & flags))
+    if not (arguments.INFO_FLAGS | arguments.CONFIG_FLAGS).intersection(flags):
+        _validate_jobs(overrides, multirun)
         if recipe:
             print(f"lth: the model's recipe: {' '.join(recipe)} (choose others on the command line)")
     from lth import hydra_app
@@ -162,111 +106,6 @@ def run(args: list[str]) -> None:
     sys.argv = ["lth run", *args]
     hydra_app.main()
     sweeps.raise_for_failures()  # a sweep runs every job; failed ones are named once all have run
-
-
-def _check_flags(flag_args: list[str]) -> None:
-    """Hydra's flags as one line each (Hydra's argparse prints its whole usage, then a ValueError for two modes)."""
-    modes: list[str] = []
-    for position, arg in enumerate(flag_args):
-        if not arg.startswith("-") or (position and flag_args[position - 1] in _VALUED_FLAGS):
-            continue  # a flag's value
-        flag, equals, value = arg.partition("=")
-        if flag not in _KNOWN_FLAGS:
-            raise ConfigError(
-                f"lth run: unknown flag {arg}; lth run takes Hydra's flags (-m, --cfg job, --help, --info, "
-                "--config-name, ...) and overrides key=value (see lth run --help)"
-            )
-        following = flag_args[position + 1] if position + 1 < len(flag_args) else None
-        if flag in _VALUED_FLAGS and not equals and following is None and flag not in ("--info", "-i"):
-            raise ConfigError(f"lth run: {flag} needs a value (see lth run --help)")
-        if flag in ("--cfg", "-c"):
-            choice = value if equals else following
-            if choice not in _CFG_CHOICES:
-                raise ConfigError(f"lth run: {flag} {choice}: choose one of {', '.join(_CFG_CHOICES)}")
-        if flag in _MODE_FLAGS and _MODE_FLAGS[flag] not in modes:
-            modes.append(_MODE_FLAGS[flag])
-    _check_config_name(flag_args)
-    if len(modes) > 1:
-        hint = ""
-        if "--multirun" in modes and "--cfg" in modes:
-            hint = "; to see a sweep job's config, run lth run --cfg job with that job's values"
-        raise ConfigError(
-            f"lth run: {' and '.join(modes)} cannot be combined (Hydra takes one of --run, --multirun, --cfg, "
-            f"--info, --shell-completion){hint}"
-        )
-
-
-def _check_config_name(flag_args: list[str]) -> None:
-    """`--config-name NAME` (lth's own config folder only: with --config-path/--config-dir Hydra looks elsewhere)
-    must name a primary config there (Hydra's MissingConfigException is a page with a traceback hint)."""
-    from lth import config
-
-    values = dict(zip(flag_args, [*flag_args[1:], None], strict=False))
-    named = {
-        flag.partition("=")[0]: flag.partition("=")[2] for flag in flag_args if "=" in flag and flag.startswith("-")
-    }
-    if {"--config-path", "-cp", "--config-dir", "-cd"} & ({*values} | {*named}):
-        return
-    for flag in ("--config-name", "-cn"):
-        name = named.get(flag) or values.get(flag)
-        if name and not (config.CONF_DIR / f"{name.removesuffix('.yaml')}.yaml").is_file():
-            primaries = sorted(p.stem for p in config.CONF_DIR.glob("*.yaml"))
-            raise ConfigError(
-                f"lth run: {flag} {name}: no such config in {config.CONF_DIR}; choose one of: {', '.join(primaries)} "
-                "(or point --config-dir at your own)"
-            )
-
-
-def _check_overrides(overrides: list[str], multirun: bool) -> None:
-    """Parse every override with Hydra's own grammar before Hydra runs, so a mistake is one line that says what
-    to write instead (Hydra's messages are cut to their first line elsewhere, and lose their hints)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException, OverrideParseException
-
-    from lth import config
-
-    parser = OverridesParser.create()
-    for position, line in enumerate(overrides):
-        try:
-            (override,) = parser.parse_overrides([line])
-        except OverrideParseException as error:
-            before = overrides[position - 1] if position else None
-            raise ConfigError(_explain_parse_error(line, str(error), before)) from None
-        except HydraException as error:
-            raise ConfigError(f"cannot parse override {line!r}: {str(error).strip().splitlines()[0]}") from None
-        key = override.key_or_group
-        if not key:
-            raise ConfigError(f"override {line!r} has no key; write key=value, e.g. prune.rate=0.3")
-        if override.is_delete() and key in config.GROUPS:
-            raise ConfigError(
-                f"{line}: the {key} group cannot be removed, every run needs one; choose another with "
-                f"{key}=<option>, one of: {', '.join(config.group_options(key))}"
-            )
-        if override.is_sweep_override() and not multirun:
-            value = line.partition("=")[2]
-            raise ConfigError(
-                f"{line} sweeps over several values: add -m to run one job per value (lth run -m {line}); "
-                f"for a list write {key}=[{value}], for a string quote it: {key}='{value}'"
-            )
-
-
-def _explain_parse_error(line: str, message: str, before: str | None) -> str:
-    """One line for a Hydra override parse error: the offending character and how to quote it, or the grammar."""
-    first = message.splitlines()[0] if message else ""
-    key, equals, value = line.partition("=")
-    if first.startswith(_LEXER_ERROR):
-        lines = message.splitlines()
-        caret = lines[1].find("^") - len(_LEXER_ERROR) if len(lines) > 1 else -1
-        char = line[caret] if 0 <= caret < len(line) else None
-        what = f"{char!r} cannot appear in an unquoted value" if char else "it holds a character Hydra cannot read"
-        if "'" in value:
-            return f'cannot parse override {line!r}: {what}; quote the value: {key}="{value}"'
-        quoted = f"{key}='{value}'"
-        return f'cannot parse override {line!r}: {what}; quote the value: {quoted} (on a shell: "{quoted}")'
-    if not equals and not line.startswith("~"):
-        joined = f" (if it belongs to {before!r} before it, quote that value: it holds a space)" if before else ""
-        return f"cannot parse override {line!r}: an override is key=value, e.g. prune.rate=0.3{joined}"
-    return f"cannot parse override {line!r}: {first} (Hydra's override grammar: key=value)"
 
 
 def _validate_jobs(overrides: list[str], multirun: bool) -> None:
@@ -361,22 +200,42 @@ def report(args: list[str]) -> None:
 
 def analyze(args: list[str]) -> None:
     parser = _Parser(prog="lth analyze", description="Analyses of the masks and weights of finished rounds.")
-    sub = parser.add_subparsers(dest="analysis", required=True, metavar="{overlap,layers,lmc}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="analysis", required=True, metavar="{overlap,layers,lmc,speed}", parser_class=_Parser
+    )
     for name, text in (
         ("overlap", "Jaccard overlap of masks, per layer: consecutive rounds, and seeds at the same round"),
         ("layers", "per round and layer: weights remaining, mean |w| of survivors at init, start and end"),
         ("lmc", "linear mode connectivity of a round (Frankle et al. 2020): the error barrier between two copies"),
+        ("speed", "inference latency and throughput of a round: dense, masked, compacted (and 2:4 where supported)"),
     ):
         command = sub.add_parser(name, prog=f"lth analyze {name}", description=text, help=text)
-        command.add_argument("path", type=Path, help="a run directory, or a folder of runs")
+        where = "a run directory" if name == "speed" else "a run directory, or a folder of runs"
+        command.add_argument("path", type=Path, help=where)
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if name == "lmc":
             command.add_argument("--round", type=int, required=True, help="the round to analyse")
             command.add_argument("--points", type=int, default=11, help="evenly spaced alphas in [0, 1] (11)")
+        if name == "speed":  # lth.speed
+            command.add_argument("--round", type=int, required=True, help="the round to time")
+            command.add_argument("--repeats", type=int, default=40, help="timed calls per measurement, at most (40)")
+            command.add_argument("--threads", type=int, help="torch CPU threads to time with (default: torch's)")
     parsed = parser.parse_args(args)
     from lth import analyze as analysis
 
-    if parsed.analysis == "lmc":
+    if parsed.analysis == "speed":
+        from lth import speed
+
+        if parsed.repeats < 1:
+            raise ConfigError(f"--repeats {parsed.repeats}: need at least 1")
+        if parsed.threads is not None:
+            if parsed.threads < 1:
+                raise ConfigError(f"--threads {parsed.threads}: need at least 1")
+            import torch
+
+            torch.set_num_threads(parsed.threads)
+        speed.main_speed(parsed.path, parsed.round, as_json=parsed.json, repeats=parsed.repeats)
+    elif parsed.analysis == "lmc":
         analysis.main_lmc(parsed.path, parsed.round, parsed.points, as_json=parsed.json)
     else:
         getattr(analysis, f"main_{parsed.analysis}")(parsed.path, as_json=parsed.json)
@@ -393,12 +252,29 @@ def export(args: list[str]) -> None:
     parser.add_argument(
         "--format", choices=("safetensors", "torchscript"), default="safetensors", help="also a TorchScript module"
     )
+    parser.add_argument(
+        "--compact", action="store_true", help="also the smaller dense network without dead units (lth.compact)"
+    )
     parsed = parser.parse_args(args)
     from lth import export as exporting
 
-    card = exporting.export(parsed.path, parsed.round, parsed.out, weights=parsed.weights, fmt=parsed.format)
+    card = exporting.export(
+        parsed.path, parsed.round, parsed.out, weights=parsed.weights, fmt=parsed.format, compact=parsed.compact
+    )
     accuracy, density = card["test_accuracy"], card["density"]
     print(f"wrote {parsed.out}: round {card['round']}, density {density:.2%}, test acc after training {accuracy:.2%}")
+    if parsed.compact:  # lth.compact: what the compacted network saves, and what it buys on this machine
+        from lth import speed
+
+        sizes = card["compact"]["sizes"]
+        print(
+            f"compacted: {card['compact']['removed_units']} units removed, parameters {card['parameters']:,} -> "
+            f"{sizes['compact']['parameters']:,}, MACs/example {card['macs_per_example']['dense']:,} -> "
+            f"{sizes['compact']['macs']:,}"
+        )
+        speed_result = card["compact"]["speed"]
+        speed.Console().print(speed.table(speed_result, "Inference speed (also in card.json)"))
+        speed.Console().print(speed.caption(speed_result))
 
 
 def _keys(text: str) -> list[str]:

@@ -9,7 +9,15 @@ training). The folder holds
     card.json             model and dataset config, input shape, class count, densities per layer, nonzero
                           parameters, dense and sparse multiply-accumulates per example, the round's accuracy and
                           the `lth run` command that made it
-    model.torchscript.pt  with --format torchscript: a traced module that needs torch only
+    model.torchscript.pt  with --format torchscript: a traced module that needs torch only (of the compacted
+                          model with --compact)
+    compact.safetensors   with --compact: the state dict of the compacted network (lth.compact: dead units and
+                          channels removed, the same function); card.json's `compact` records the units kept per
+                          layer (original indices), its sizes and MACs, and a speed benchmark (lth.speed)
+
+`load_ticket` returns the compacted model when the folder has one (compact=False: the masked one). The compact
+file alone fixes the layer sizes: the loader builds the model of the card's config and resizes each linear, conv
+and batch-norm layer to the saved shapes (lth.compact.resize_to).
 
 The card records the input normalisation (per-channel mean and std of the seed's training split, in the units
 the dataset's files store). `load_ticket(path)` expects inputs normalised as `lth.data.load(dataset, seed)` gives
@@ -52,13 +60,24 @@ CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
 MASK_FILE = "mask.safetensors"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
+COMPACT_FILE = "compact.safetensors"
 CARD_FORMAT = 1
 
 
-def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", fmt: str = "safetensors") -> dict:
+def export(
+    run_dir: Path,
+    round_index: int,
+    out: Path,
+    weights: str = "final",
+    fmt: str = "safetensors",
+    compact: bool = False,
+    speed_repeats: int = 40,
+) -> dict:
     """Write round `round_index` of `run_dir` as a ticket folder `out` (see the module docstring); return the card.
 
-    `out` must not exist or be empty, so an export never mixes two tickets."""
+    `out` must not exist or be empty, so an export never mixes two tickets. With `compact`, a round that cannot
+    be compacted (no dead unit, or an architecture lth.compact does not know) is a ConfigError before anything is
+    written; `speed_repeats` sets the timed calls of its benchmark."""
     if weights not in ("final", "start"):
         raise ConfigError(f"--weights {weights}: choose final or start")
     if fmt not in ("safetensors", "torchscript"):
@@ -78,6 +97,7 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
     dataset = data.load(cfg.dataset, cfg.seed, torch.device("cpu"))
     model = models.build(cfg.model, dataset.input_shape, dataset.num_classes)
     model.load_state_dict(state)
+    compacted = _compacted(model, masks, round_index, dataset.input_shape, speed_repeats) if compact else None
     dense_macs = multiply_accumulates(model, dataset.input_shape)
     per_layer = layer_densities(masks)
     total = sum(value.numel() for value in model.parameters())
@@ -108,6 +128,9 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
         "command": run_command(run_dir),
     }
     scripted = None
+    if compacted is not None:
+        card["compact"] = compacted[1]
+        model = compacted[0]  # what --format torchscript traces
     if fmt == "torchscript":
         model.eval()
         buffer = io.BytesIO()
@@ -120,6 +143,8 @@ def export(run_dir: Path, round_index: int, out: Path, weights: str = "final", f
         out.mkdir(parents=True, exist_ok=True)
         save_tensors(out / WEIGHTS_FILE, state)
         save_tensors(out / MASK_FILE, masks)
+        if compacted is not None:
+            save_tensors(out / COMPACT_FILE, compacted[0].state_dict())
         if scripted is not None:
             atomic_write(out / TORCHSCRIPT_FILE, scripted)
         write_json(out / CARD_FILE, card)  # last: a folder with a card is a complete ticket
@@ -168,8 +193,11 @@ class Normalise(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
-def load_ticket(path: Path | str, device: str | torch.device = "cpu", inputs: str = "normalised") -> nn.Module:
-    """The model of a ticket folder written by `lth export`, with its weights loaded, in eval mode.
+def load_ticket(
+    path: Path | str, device: str | torch.device = "cpu", inputs: str = "normalised", compact: bool | None = None
+) -> nn.Module:
+    """The model of a ticket folder written by `lth export`, with its weights loaded, in eval mode: the compacted
+    model when the folder has one (`lth export --compact`) unless `compact=False`.
 
     `inputs`: `normalised` (as `lth.data.load` gives them), `raw` (pixels as the dataset's files store them) or
     `unit` (uint8 images scaled to [0, 1], as torchvision's ToTensor gives them): the model then normalises them
@@ -189,11 +217,22 @@ def load_ticket(path: Path | str, device: str | torch.device = "cpu", inputs: st
             f"{path / CARD_FILE} is not an lth ticket card (model, input_shape, num_classes); write one with lth export"
         ) from None
     model = models.build(ModelConfig(**fields), input_shape, classes)
+    if compact and "compact" not in card:
+        raise ConfigError(f"{path} holds no compacted model; export it with lth export --compact")
+    use_compact = "compact" in card and compact is not False
+    weights = path / (COMPACT_FILE if use_compact else WEIGHTS_FILE)
     try:
-        model.load_state_dict(load_tensors(path / WEIGHTS_FILE))
+        if use_compact:
+            from lth.compact import resize_to
+
+            model = resize_to(model, load_tensors(weights))
+        else:
+            model.load_state_dict(load_tensors(weights))
+    except ConfigError:
+        raise
     except Exception as error:  # safetensors' errors, a missing file, tensors of another model
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{path / WEIGHTS_FILE} does not hold this ticket's weights ({reason})") from None
+        raise ConfigError(f"{weights} does not hold this ticket's weights ({reason})") from None
     if inputs != "normalised":
         stats = card.get("inputs")
         if stats is None:
@@ -206,6 +245,26 @@ def load_ticket(path: Path | str, device: str | torch.device = "cpu", inputs: st
         mean, std = [m / scale for m in stats["mean"]], [s / scale for s in stats["std"]]
         model = nn.Sequential(Normalise(mean, std, input_shape), model)
     return model.to(device).eval()
+
+
+def _compacted(
+    model: nn.Module, masks: dict[str, torch.Tensor], round_index: int, input_shape: tuple[int, ...], repeats: int
+) -> tuple[nn.Module, dict]:
+    """`lth export --compact`: the compacted model and the card's `compact` entry (sizes, units kept, speed)."""
+    from lth import compact, speed
+
+    result = compact.compact(model, masks)  # ConfigError for an architecture it does not know
+    if not result.removed:
+        raise ConfigError(
+            f"--compact: round {round_index} has no dead unit (every unit has a surviving incoming and outgoing "
+            "weight, or is a constant that cannot be folded), so nothing can be removed; export it without --compact"
+        )
+    entry = compact.card_entry(result)
+    masked = copy.deepcopy(model).eval()
+    entry["sizes"] = {"masked": speed.sizes(masked, input_shape), "compact": speed.sizes(result.model, input_shape)}
+    # dense costs what masked costs in dense kernels (the card's `parameters` and `macs_per_example` are its sizes)
+    entry["speed"] = speed.benchmark({"masked": masked, "compact": result.model}, input_shape, repeats=repeats)
+    return result.model, entry
 
 
 def multiply_accumulates(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import FAST, lth
 
-from lth import cli, config
+from lth import arguments, config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -25,7 +25,7 @@ def readme_run_lines() -> list[str]:
 def overrides_of(line: str, placeholder_run: str) -> tuple[list[str], bool]:
     words = shlex.split(line.replace("TICKET", placeholder_run).replace("SWEEP", placeholder_run))
     words = words[words.index("run") + 1 :]
-    flags, overrides = cli.split_flags(words)
+    flags, overrides = arguments.split_flags(words)
     return [*config.recipe_overrides(overrides), *overrides], bool({"-m", "--multirun"} & set(flags))
 
 
@@ -42,7 +42,8 @@ def test_every_readme_run_command_composes(line, tmp_path):
 
 
 def test_flags_are_split_from_overrides_wherever_they_stand():
-    flags, overrides = cli.split_flags(["model=conv2", "-m", "seed=0,1", "--cfg", "job", "--info", "searchpath", "a=1"])
+    words = ["model=conv2", "-m", "seed=0,1", "--cfg", "job", "--info", "searchpath", "a=1"]
+    flags, overrides = arguments.split_flags(words)
     assert flags == ["-m", "--cfg", "job", "--info", "searchpath"]
     assert overrides == ["model=conv2", "seed=0,1", "a=1"]
 
