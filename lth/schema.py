@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from lth.errors import ConfigError
@@ -38,6 +39,29 @@ RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replica
 REQUIRED: Any = "???"
 
 
+class Choice(str, Enum):
+    """One of a fixed set of strings: OmegaConf rejects any other value while merging (by member name, which is
+    the value); a member compares, hashes, formats and serialises as its string."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+def choices(name: str, options: Sequence[str]) -> Any:
+    return Choice(name, [(option, option) for option in options])
+
+
+Scope = choices("Scope", SCOPES)
+Criterion = choices("Criterion", CRITERIA)
+Schedule = choices("Schedule", SCHEDULES)
+Control = choices("Control", CONTROLS)
+Retrain = choices("Retrain", RETRAIN)
+Distribution = choices("Distribution", DISTRIBUTIONS)
+Optimizer = choices("Optimizer", OPTIMIZERS)
+LRSchedule = choices("LRSchedule", LR_SCHEDULES)
+Logger = choices("Logger", LOGGERS)
+
+
 def refuse(key: str, value: Any, allowed: str) -> None:
     """The one-line refusal every check uses: names the key, the value and what is allowed."""
     raise ConfigError(f"{key}={value} is not allowed; {key} must be {allowed}")
@@ -50,6 +74,12 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def require_choice(key: str, value: str, options: Sequence[str]) -> None:
     require(value in options, key, value, "one of: " + ", ".join(options))
+
+
+def choice(key: str, value: Any, kind: Any) -> Any:
+    """`value` as a member of the Choice `kind` (a dataclass built in code may hold the plain string)."""
+    require_choice(key, value, [member.value for member in kind])
+    return kind(value)
 
 
 def require_duration(key: str, value: str, allowed: str) -> re.Match[str] | None:
@@ -121,18 +151,22 @@ class PruneConfig:
     output_rate: float | None = None  # rate for the output layer; unset: half of `rate`
     conv_rate: float | None = None  # rate for conv layers (Conv-2/4/6 prune them slower); unset: `rate`
     rounds: int = 18  # pruning rounds after the dense round 0
-    schedule: str = "iterative"  # iterative: prune the last round's survivors | oneshot: prune the dense network
+    # iterative: prune the last round's survivors | oneshot: prune the dense network
+    schedule: Schedule = Schedule["iterative"]
     target_density: float | None = None  # oneshot: the density of round 1; unset: (1 - rate)^r in round r
-    scope: str = "layerwise"  # layerwise: each layer at its rate; global: all hidden layers ranked together
-    distribution: str | None = None  # how a density is spread: uniform | global | erk; unset: from `scope`
+    scope: Scope = Scope["layerwise"]  # layerwise: each layer at its rate; global: all hidden layers ranked together
+    distribution: Distribution | None = None  # how a density is spread: uniform | global | erk; unset: from `scope`
     min_layer_density: float | None = None  # floor for layers ranked together; unset: 1 weight per unit; 0: none
     ignore: list[str] = field(default_factory=list)  # glob patterns of prunable weights never pruned
-    criterion: str = "magnitude"  # magnitude (the ticket) | magnitude_increase | random | snip | grasp | synflow
+    # magnitude (the ticket) | magnitude_increase | random | snip | grasp | synflow
+    criterion: Criterion = Criterion["magnitude"]
     score_examples_per_class: int = 10  # snip and grasp: training examples per class they score on
     synflow_iterations: int = 100  # synflow: prune-and-rescore steps per round (Tanaka et al. 2020)
-    retrain: str = "rewind"  # rewind to θk | lr_rewind (Renda et al.) | finetune the trained weights | reinit
+    # rewind to θk | lr_rewind (Renda et al.) | finetune the trained weights | reinit
+    retrain: Retrain = Retrain["rewind"]
     rewind_to: str = "0"  # the rewind point θk: `0` (initialisation), `500it` (step 500), `2ep` (after 2 epochs)
-    control: str = "none"  # Zhou et al. 2019: shuffle_layer | invert (keep the lowest scores) | signed_constant
+    # Zhou et al. 2019: shuffle_layer | invert (keep the lowest scores) | signed_constant
+    control: Control = Control["none"]
     masks_from: str | None = None  # a run directory whose masks this run trains with (controls, transfer)
     masks_round: int | None = None  # with masks_from: use this round's mask in every pruned round
 
@@ -142,9 +176,9 @@ class PruneConfig:
             rate = self.output_rate
             require(0 <= rate < 1, "prune.output_rate", rate, "a fraction with 0 <= rate < 1, or null")
         require(self.rounds >= 0, "prune.rounds", self.rounds, "an integer >= 0")
-        require_choice("prune.scope", self.scope, SCOPES)
-        require_choice("prune.criterion", self.criterion, CRITERIA)
-        require_choice("prune.retrain", self.retrain, RETRAIN)
+        self.scope = choice("prune.scope", self.scope, Scope)
+        self.criterion = choice("prune.criterion", self.criterion, Criterion)
+        self.retrain = choice("prune.retrain", self.retrain, Retrain)
         self._check_plan()
         require_duration("prune.rewind_to", self.rewind_to, "a step or epoch count such as 0, 500it or 2ep")
         self._check_masks_from()
@@ -153,7 +187,7 @@ class PruneConfig:
         if self.conv_rate is not None:
             rate = self.conv_rate
             require(0 <= rate < 1, "prune.conv_rate", rate, "a fraction with 0 <= rate < 1, or null")
-        require_choice("prune.schedule", self.schedule, SCHEDULES)
+        self.schedule = choice("prune.schedule", self.schedule, Schedule)
         oneshot = self.schedule == "oneshot"
         if self.target_density is not None:
             target = self.target_density
@@ -167,13 +201,13 @@ class PruneConfig:
                 value = getattr(self, key)
                 require(value is None, f"prune.{key}", value, "null with prune.schedule=oneshot (one density for all)")
         if self.distribution is not None:
-            require_choice("prune.distribution", self.distribution, DISTRIBUTIONS)
+            self.distribution = choice("prune.distribution", self.distribution, Distribution)
             consistent = self.scope != "global" or self.distribution == "global"
             require(consistent, "prune.distribution", self.distribution, "global or null with prune.scope=global")
         if self.min_layer_density is not None:
             floor = self.min_layer_density
             require(0 <= floor <= 1, "prune.min_layer_density", floor, "a fraction in [0, 1], or null")
-        require_choice("prune.control", self.control, CONTROLS)
+        self.control = choice("prune.control", self.control, Control)
         for key in ("score_examples_per_class", "synflow_iterations"):
             value = getattr(self, key)
             require(value >= 1, f"prune.{key}", value, "an integer >= 1")
@@ -194,9 +228,10 @@ class PruneConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "adam"
+    optimizer: Optimizer = Optimizer["adam"]
     lr: float = 1.2e-3
-    lr_schedule: str = "constant"  # constant | step (x gamma at each milestone) | cosine (to 0 at the end)
+    # constant | step (x gamma at each milestone) | cosine (to 0 at the end)
+    lr_schedule: LRSchedule = LRSchedule["constant"]
     milestones: list[str] = field(default_factory=list)  # step schedule: when to decay, e.g. [80ep, 120ep]
     gamma: float = 0.1  # step schedule: factor applied at each milestone
     warmup: str = "0"  # linear warm-up from 0 to lr over this long (`500it`, `1ep`); `0`: none
@@ -213,9 +248,9 @@ class TrainConfig:
     replicates: int = 1
 
     def __post_init__(self) -> None:
-        require_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        self.optimizer = choice("train.optimizer", self.optimizer, Optimizer)
         require(self.lr > 0, "train.lr", self.lr, "a number > 0")
-        require_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.lr_schedule = choice("train.lr_schedule", self.lr_schedule, LRSchedule)
         for key, duration in [("train.warmup", self.warmup)] + [("train.milestones", m) for m in self.milestones]:
             # one past the end of training never applies, harmlessly
             require_duration(key, duration, "a number of steps or epochs such as 500it or 80ep")
@@ -272,11 +307,12 @@ class Config:
     ui: UIConfig = field(default_factory=UIConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    logger: str = "none"  # none | tensorboard (event files in <run>/tensorboard/); metrics.jsonl is always written
+    # none | tensorboard (event files in <run>/tensorboard/); metrics.jsonl is always written
+    logger: Logger = Logger["none"]
 
     def __post_init__(self) -> None:
         require(0 <= self.seed < 2**63, "seed", self.seed, "an integer with 0 <= seed < 2**63")
-        require_choice("logger", self.logger, LOGGERS)
+        self.logger = choice("logger", self.logger, Logger)
         device_ok = self.device in DEVICES or (self.device.startswith("cuda:") and self.device[5:].isdigit())
         require(device_ok, "device", self.device, "auto, cpu, cuda or cuda:N")
         if not isinstance(self.train, TrainConfig) or not isinstance(self.dataset, DatasetConfig):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import is_dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from lth.schema import (
     require,
     require_choice,
 )
+
+_INVALID_CHOICE = re.compile(r"Invalid value '(?P<value>.*)', expected one of \[(?P<options>.*)\]")
 
 
 def from_dictconfig(composed: DictConfig, registries: bool = True) -> Config:
@@ -67,7 +70,7 @@ def validate(cfg: Config) -> None:
 
 def to_container(cfg: Config) -> dict[str, Any]:
     """Plain data (for run.json, the authoritative record of a run's config)."""
-    container = OmegaConf.to_container(OmegaConf.structured(cfg))
+    container = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
     assert isinstance(container, dict)
     return container
 
@@ -143,5 +146,8 @@ def explain(error: Exception) -> str:
             allowed = ", ".join(get_type_hints(cause.object_type))
             where = f"under '{parent}'" if parent else "at the top level"
             return f"{key}: unknown config key; keys allowed {where}: {allowed}"
+        invalid = _INVALID_CHOICE.match(str(cause.msg))
+        if invalid:  # a Choice (lth.schema) given another value: the one-line refusal every check gives
+            return f"{key}={invalid['value']} is not allowed; {key} must be one of: {invalid['options']}"
         return f"{key}: {str(cause.msg).splitlines()[0]}"
     return str(error).strip().splitlines()[0]
