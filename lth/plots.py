@@ -272,7 +272,10 @@ def _log_percent_axis(axis: Any, lowest: float) -> None:
     """Ticks at 100%, 50%, 20%, 10%, ... down to `lowest`, labelled as percentages."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
-    axis.set_major_locator(FixedLocator([t for t in _DENSITY_TICKS if t >= lowest / 1.15] or [1.0]))
+    ticks = [t for t in _DENSITY_TICKS if t >= lowest / 1.15]
+    if len(ticks) < 3:  # a short range (the first rounds of a run): ticks every 10% instead
+        ticks = [t / 10 for t in range(10, 0, -1) if t / 10 >= lowest / 1.15]
+    axis.set_major_locator(FixedLocator(ticks or [1.0]))
     axis.set_minor_locator(NullLocator())
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value * 100:.3g}%"))
     axis.set_minor_formatter(NullFormatter())
