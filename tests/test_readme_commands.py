@@ -51,7 +51,8 @@ def test_flags_are_split_from_overrides_wherever_they_stand():
 def test_a_sweep_of_a_model_with_a_recipe_runs(tmp_path):
     """The recipe's overrides go before the user's, after the flags: Hydra's argparse takes one override list."""
     result = lth(
-        "run", "-m", "model=conv2", *FAST, "dataset.like=cifar10", "prune.rounds=1", "seed=0,1",
+        "run", "-m", "model=conv2", *FAST, "dataset.like=cifar10", "prune.rounds=0", "seed=0,1",
+        "dataset.train_size=100", "dataset.val_size=20", "dataset.test_size=20", "train.batch_size=20",
         f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
     )  # fmt: skip
     assert "the model's recipe" in result.stdout
