@@ -10,6 +10,7 @@ checks the rules that tie keys of several groups, or several keys, together. Nam
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -249,7 +250,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.optimizer = choice("train.optimizer", self.optimizer, Optimizer)
-        require(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "a finite number > 0")
         self.lr_schedule = choice("train.lr_schedule", self.lr_schedule, LRSchedule)
         for key, duration in [("train.warmup", self.warmup)] + [("train.milestones", m) for m in self.milestones]:
             # one past the end of training never applies, harmlessly
@@ -257,8 +258,10 @@ class TrainConfig:
         require(self.gamma > 0, "train.gamma", self.gamma, "a number > 0")
         milestones_used = not self.milestones or self.lr_schedule == "step"
         require(milestones_used, "train.milestones", self.milestones, "empty unless train.lr_schedule=step")
-        require(self.momentum >= 0, "train.momentum", self.momentum, "a number >= 0")
-        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        # momentum >= 1 makes SGD's velocity grow without bound; a non-finite decay turns every weight into NaN
+        require(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number >= 0 and < 1")
+        finite_decay = math.isfinite(self.weight_decay) and self.weight_decay >= 0
+        require(finite_decay, "train.weight_decay", self.weight_decay, "a finite number >= 0")
         require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         require_choice("train.precision", str(self.precision), PRECISIONS)

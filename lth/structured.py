@@ -42,6 +42,7 @@ def from_dictconfig(composed: DictConfig, registries: bool = True) -> Config:
     schema = OmegaConf.structured(Config)
     dataset_name = OmegaConf.select(composed, "dataset.name", default=None)
     schema.dataset = OmegaConf.structured(DATASET_SCHEMAS.get(dataset_name, DatasetConfig))
+    _refuse_unknown_keys(schema, composed)
     try:
         merged = OmegaConf.merge(schema, composed)
         cfg = OmegaConf.to_object(merged)
@@ -51,6 +52,28 @@ def from_dictconfig(composed: DictConfig, registries: bool = True) -> Config:
     if registries:
         validate(cfg)
     return cfg
+
+
+def _refuse_unknown_keys(schema: DictConfig, composed: Any, prefix: str = "") -> None:
+    """A key the schema's dataclasses lack is refused, whether it came with `+`, `++` or from a YAML file
+    (OmegaConf's merge into a structured config would otherwise keep it and drop it silently); free-form dict
+    fields (a model's `recipe`) hold any keys."""
+    if schema._is_missing():  # a group not yet filled in: its dataclass says which keys it has
+        kind = schema._metadata.ref_type
+        if not is_dataclass(kind):
+            return
+        schema = OmegaConf.structured(kind)
+    if not isinstance(composed, DictConfig) or not is_dataclass(OmegaConf.get_type(schema)):
+        return
+    keys = list(schema.keys())  # (`key in schema` says no for a key whose value is still missing)
+    for key in composed:
+        dotted = f"{prefix}{key}"
+        if key not in keys:
+            where, allowed = prefix.rstrip(".") or "the top level", ", ".join(map(str, keys))
+            raise ConfigError(f"{dotted}: unknown config key; keys allowed under '{where}': {allowed}")
+        child = schema._get_node(key)
+        if isinstance(child, DictConfig):
+            _refuse_unknown_keys(child, composed._get_node(key), f"{dotted}.")
 
 
 def validate(cfg: Config) -> None:
