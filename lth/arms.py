@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lth.schema import PruneConfig
+
 # key -> value -> words; a value missing here is the IMP default of that key (it adds no words)
 _WORDS: dict[str, dict[str, str]] = {
     "prune.retrain": {"reinit": "reinit", "lr_rewind": "LR rewinding", "finetune": "fine-tuning"},
@@ -28,8 +30,8 @@ _WORDS: dict[str, dict[str, str]] = {
     "prune.schedule": {"oneshot": "one-shot"},
     "prune.scope": {"global": "global"},
 }
-_DEFAULTS = {"prune.retrain": "rewind", "prune.control": "none", "prune.criterion": "magnitude",
-             "prune.schedule": "iterative", "prune.scope": "layerwise"}  # fmt: skip
+# the IMP default of each of those keys is the schema's own default
+_DEFAULTS = {key: str(getattr(PruneConfig(), key.partition(".")[2])) for key in _WORDS}
 # keys that only say where a control's masks came from: the control's own keys already name the arm
 _IMPLIED = ("prune.masks_from",)
 

@@ -51,8 +51,8 @@ def model_fits(cfg: Config, dataset: data.Dataset) -> None:
 def advice(cfg: Config, dataset: data.Dataset) -> list[str]:
     """What will run but not as a researcher may expect: one line each, printed when the run starts."""
     lines = []
-    steps = steps_per_epoch(len(dataset.train), cfg.train.batch_size) * cfg.train.epochs
-    interval = cfg.train.eval_every or steps_per_epoch(len(dataset.train), cfg.train.batch_size)
+    epoch = steps_per_epoch(len(dataset.train), cfg.train.batch_size)
+    steps, interval = epoch * cfg.train.epochs, cfg.train.eval_every or epoch
     if dataset.val is not None and interval >= steps:
         key = f"train.eval_every={cfg.train.eval_every}" if cfg.train.eval_every else "train.eval_every=0 (each epoch)"
         lines.append(
