@@ -8,8 +8,12 @@ that says what to write instead (exit 2, nothing on disk).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lth.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 # Hydra flags that only print information: no job runs, so there is nothing to validate up front.
 INFO_FLAGS = {
@@ -126,9 +130,10 @@ def _check_config_name(flag_args: list[str]) -> None:
             )
 
 
-def check_overrides(overrides: list[str], multirun: bool) -> None:
+def check_overrides(overrides: list[str], multirun: bool, own_configs: bool = True) -> None:
     """Parse every override with Hydra's own grammar before Hydra runs, so a mistake is one line that says what
-    to write instead (Hydra's messages are cut to their first line elsewhere, and lose their hints)."""
+    to write instead (Hydra's messages are cut to their first line elsewhere, and lose their hints).
+    `own_configs`: the groups are lth's (no --config-dir pointing elsewhere), so their options are known."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, OverrideParseException
 
@@ -151,12 +156,26 @@ def check_overrides(overrides: list[str], multirun: bool) -> None:
                 f"{line}: the {key} group cannot be removed, every run needs one; choose another with "
                 f"{key}=<option>, one of: {', '.join(config.group_options(key))}"
             )
+        if own_configs and key in config.user_groups() and not override.is_delete():
+            _check_group_options(key, override)
         if override.is_sweep_override() and not multirun:
             value = line.partition("=")[2]
             raise ConfigError(
                 f"{line} sweeps over several values: add -m to run one job per value (lth run -m {line}); "
                 f"for a list write {key}=[{value}], for a string quote it: {key}='{value}'"
             )
+
+
+def _check_group_options(group: str, override: Override) -> None:
+    """A group's option is one of the names in `conf/<group>/`, nothing else: not a path (`model=../x` would load
+    a YAML from anywhere) and not a schema stored for the YAML files (`model=base_model`)."""
+    from lth import config
+
+    values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
+    options = config.group_options(group)
+    for option in values:
+        if option not in options:
+            raise ConfigError(f"{group}={option}: no such {group}; choose one of: {', '.join(options)}")
 
 
 def _explain_parse_error(line: str, message: str, before: str | None) -> str:

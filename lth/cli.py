@@ -51,10 +51,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command, rest = (args[0], args[1:]) if args else ("", [])
     try:
-        if command == "run":
-            run(rest)
-        elif command == "resume":
-            resume(rest)
+        if command in ("run", "resume"):
+            from lth import ui
+
+            ui.outlive_reader()  # a run trains on when the reader of its output goes (`lth run | head`)
+            if command == "run":
+                run(rest)
+            else:
+                resume(rest)
         elif command == "report":
             report(rest)
         elif command == "analyze":
@@ -92,11 +96,14 @@ def run(args: list[str]) -> None:
     flags = {arg.split("=", 1)[0] for arg in flag_args if arg.startswith("-")}  # --cfg=job counts as --cfg
     multirun = bool(arguments.MULTIRUN_FLAGS & flags)
     arguments.check_flags(flag_args)
-    arguments.check_overrides(overrides, multirun)
+    arguments.check_overrides(overrides, multirun, own_configs=not arguments.CONFIG_FLAGS & flags)
     sweeps.check_environment()
     recipe = config.recipe_overrides(overrides)
     overrides = [*recipe, *overrides]  # the command line's own choices come later, so they win
     args = [*flag_args, *overrides]
+    if flags & {"--help", "-h"}:
+        print(config.run_help(overrides))  # Hydra's own would list the schemas (base_model, ...) as options
+        return
     if not (arguments.INFO_FLAGS | arguments.CONFIG_FLAGS).intersection(flags):
         _validate_jobs(overrides, multirun)
         if recipe:

@@ -89,6 +89,30 @@ def group_options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
+def user_groups() -> list[str]:
+    """The config groups a user chooses from (`conf/<group>/`; Hydra's own settings aside)."""
+    return sorted(path.name for path in CONF_DIR.iterdir() if path.is_dir() and path.name != "hydra")
+
+
+def run_help(overrides: Sequence[str]) -> str:
+    """`lth run --help`: the groups with their options and the config `overrides` compose (Hydra's own help
+    would offer the schemas stored for the YAML files, base_model and the like, as options too)."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            composed = hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_explain(error)) from None
+    groups = "\n".join(f"{group}: {', '.join(group_options(group))}" for group in user_groups())
+    return (
+        "lth run [OVERRIDES]: an IMP experiment; with -m a sweep, one job per value (seed=0,1,2)\n\n"
+        "== Configuration groups ==\nChoose one option per group (group=option; +group=option for those not in "
+        f"the defaults: controls, debug, experiment)\n\n{groups}\n\n"
+        "== Config ==\nOverride anything in the config (foo.bar=value)\n\n"
+        f"{OmegaConf.to_yaml(composed)}\n"
+        "Hydra's own flags (--cfg job, --info, -m, --config-name): lth run --hydra-help"
+    )
+
+
 def compose(overrides: Sequence[str]) -> Config:
     """Compose `conf/config.yaml` with command-line overrides into a validated Config."""
     try:

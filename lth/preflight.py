@@ -118,6 +118,13 @@ def _check_rewind_point(cfg: Config, dataset: data.Dataset) -> None:
             f"prune.rewind_to={cfg.prune.rewind_to} is step {rewind_step}, not before the end of a round "
             f"({total} steps: {cfg.train.epochs} epochs of {per_epoch} steps)"
         )
+    warmup_steps = to_steps(cfg.train.warmup, per_epoch)
+    if warmup_steps > total:
+        raise ConfigError(
+            f"train.warmup={cfg.train.warmup} is {warmup_steps} steps, longer than a round ({total} steps: "
+            f"{cfg.train.epochs} epochs of {per_epoch} steps), so the learning rate never reaches train.lr; "
+            f"choose at most {total}it"
+        )
 
 
 def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -> None:
@@ -130,6 +137,13 @@ def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -
                 f"prune.ignore pattern {pattern!r} matches no prunable weight of model={cfg.model.name}; "
                 f"its prunable weights: {', '.join(names)}"
             )
+    ignored = [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in cfg.prune.ignore)]
+    if cfg.prune.rounds > 0 and len(ignored) == len(names):
+        raise ConfigError(
+            f"prune.ignore={list(cfg.prune.ignore)} leaves no prunable weight of model={cfg.model.name} to prune "
+            f"(its prunable weights: {', '.join(names)}); ignore fewer layers, or set prune.rounds=0 to train "
+            "the dense network only"
+        )
     if source is None:
         return
     rounds = [cfg.prune.masks_round] if cfg.prune.masks_round is not None else range(1, cfg.prune.rounds + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -17,6 +18,47 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+class ReaderlessStdout:
+    """Standard output that outlives its reader: once the reader of a pipe has gone (`lth run ... | head`), what a
+    run still prints goes to /dev/null and the run trains on to its end (it is not killed half-way through a round,
+    its record left saying `running`)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop_reader()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop_reader()
+
+    def _drop_reader(self) -> None:
+        try:  # the file descriptor too, so the interpreter's last flush of the old buffer cannot fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+            pass
+        self._stream = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the process
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ... of the stream it writes to
+        return getattr(self._stream, name)
+
+
+def outlive_reader() -> None:
+    """Make `sys.stdout` a `ReaderlessStdout` (for the commands that train: `lth run`, `lth resume`)."""
+    if not isinstance(sys.stdout, ReaderlessStdout):
+        sys.stdout = ReaderlessStdout(sys.stdout)
+
 
 LOG_WIDTH = 240  # columns of a console that is not a terminal: a log or a pipe never wraps a table
 

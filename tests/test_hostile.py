@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from helpers import FAST, lth_in_process, write_idx, write_mnist_like
+from helpers import FAST, lth_in_process, lth_ok, write_idx, write_mnist_like
 from PIL import Image
 
 from lth.data.cifar import write_batches
@@ -637,6 +637,41 @@ CASES: dict[str, Case] = {
     "LTH_THREADS zero": (nothing, ["run", "seed=1", "@LTH_THREADS=0"], 2, ["LTH_THREADS='0'", ">= 1"]),
     "LTH_JOBS not a number": (nothing, ["run", "-m", "seed=0,1", "@LTH_JOBS=abc"], 2, ["LTH_JOBS='abc'", ">= 1"]),
     "LTH_JOBS negative": (nothing, ["run", "seed=1", "@LTH_JOBS=-2"], 2, ["LTH_JOBS='-2'", "whole number"]),
+    # 4. Group options are names from conf/<group>/, nothing else -----------------------------------------------
+    "model given as a path": (
+        nothing,
+        ["run", "model=../../../../tmp/x"],
+        2,
+        ["model=../../../../tmp/x: no such model", "lenet_300_100"],
+    ),
+    "the model schema as a model": (nothing, ["run", "model=base_model"], 2, ["model=base_model: no such model"]),
+    "the prune schema as a method": (nothing, ["run", "prune=base_prune"], 2, ["prune=base_prune", "imp, imp_conv"]),
+    "an unknown experiment": (nothing, ["run", "+experiment=paper"], 2, ["experiment=paper", "frankle2019_lenet"]),
+    "an unknown model in a sweep": (
+        nothing,
+        ["run", "-m", "model=lenet5,lenet6"],
+        2,
+        ["model=lenet6: no such model", "lenet5"],
+    ),
+    # 5. Values that cannot train ---------------------------------------------------------------------------------
+    "every layer ignored": (
+        nothing,
+        ["run", *FAST, "prune.ignore=[*]", "hydra.run.dir={tmp}/r"],
+        2,
+        ["prune.ignore=['*'] leaves no prunable weight", "prune.rounds=0"],
+    ),
+    "warm-up longer than training": (
+        nothing,
+        ["run", *FAST, "train.warmup=2ep", "hydra.run.dir={tmp}/r"],
+        2,
+        ["train.warmup=2ep is 20 steps, longer than a round (10 steps", "at most 10it"],
+    ),
+    "download while offline": (
+        nothing,
+        ["run", "dataset=cifar10", "dataset.download=true", "dataset.root={tmp}/downloads/cifar", "hydra.run.dir={tmp}/r"],
+        2,
+        ["dataset.download: torchvision could not download cifar10"],
+    ),
 }
 
 
@@ -716,6 +751,28 @@ def test_a_closed_pipe_is_quiet_in_a_real_process(fast_run, tmp_path):
     process.stdout.close()  # the reader is gone before lth writes a byte
     err = process.stderr.read().decode()
     assert process.wait(timeout=60) == 1 and err == "", err
+
+
+def test_a_run_trains_on_when_the_reader_of_its_output_goes(tmp_path):
+    """`lth run ... | head -1`: the run is not killed half-way with its record saying `running`; it finishes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lth", "run", *FAST, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()  # `head -1`: one line, then the reader is gone
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0 and "Traceback" not in err, err
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+
+
+def test_run_help_offers_only_options_a_user_can_choose(capsys):
+    out = lth_ok("run", "--help", capsys=capsys)
+    assert "model: conv2, conv4" in out and "== Config ==" in out
+    assert "base_" not in out.split("== Config ==")[0]
 
 
 def test_the_quoting_advice_works(tmp_path, capsys, monkeypatch):

@@ -93,10 +93,13 @@ class FileSource:
         import torchvision.datasets
 
         dataset_class = getattr(torchvision.datasets, str(self.torchvision_name))
+        root = download_root(cfg)
+        existing = _tree(root)
         try:
             for kwargs in self.download_calls:
-                dataset_class(root=str(download_root(cfg)), download=True, **kwargs)
+                dataset_class(root=str(root), download=True, **kwargs)
         except (OSError, RuntimeError) as error:
+            _remove_new(root, existing)  # a failed download leaves the disk as it found it
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConfigError(f"dataset.download: torchvision could not download {self.name}: {message}") from None
 
@@ -110,3 +113,21 @@ def first_file(folder: Path, names: Sequence[str]) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def _tree(root: Path) -> set[Path]:
+    """Every path under `root` and above it that exists now (what a failed download must not remove)."""
+    existing = {parent for parent in (root, *root.parents) if parent.exists()}
+    return existing | set(root.rglob("*")) if root.is_dir() else existing
+
+
+def _remove_new(root: Path, existing: set[Path]) -> None:
+    """Remove what appeared under `root` (and `root` with the folders above it) since `existing` was taken."""
+    created = sorted(set(root.rglob("*")) - existing, key=lambda path: len(path.parts), reverse=True)
+    for path in created:
+        path.rmdir() if path.is_dir() else path.unlink()
+    for folder in (root, *root.parents):
+        if folder in existing:
+            break
+        if folder.is_dir():
+            folder.rmdir()
