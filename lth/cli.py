@@ -121,6 +121,9 @@ def _validate_jobs(overrides: list[str], multirun: bool) -> None:
     jobs = config.expand_sweep(overrides) if multirun else [overrides]
     for job in jobs:
         preflight.environment(config.compose(job))
+    run_dirs = [o.partition("=")[2] for o in overrides if o.startswith("hydra.run.dir=")]
+    if not multirun and run_dirs and "${" not in run_dirs[-1]:
+        preflight.no_run_in(Path(run_dirs[-1]))  # before Hydra rewrites that run's .hydra/ with this command
 
 
 class _Parser(argparse.ArgumentParser):

@@ -57,6 +57,7 @@ from lth.structured import (  # noqa: F401  (re-exported)
     changed_keys,
     config_hash,
     decides_results,
+    decides_shapes,
     explain,
     flatten,
     from_container,

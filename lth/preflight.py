@@ -43,6 +43,12 @@ def environment(cfg: Config) -> None:
         _check_masks_source(cfg)
 
 
+def no_run_in(run_dir: Path) -> None:
+    """`lth run` starts a new run: `run_dir` must not hold one already (or a replicate group's runs)."""
+    if (run_dir / RUN_FILE).exists() or any(run_dir.glob(f"seed_*/{RUN_FILE}")):
+        raise ConfigError(f"{run_dir} already holds a run; continue it with: lth resume {run_dir}")
+
+
 def model_fits(cfg: Config, dataset: data.Dataset) -> None:
     """Stage 3, before the model is built: its input and output fit the data (built on the meta device)."""
     models.check_fits(cfg.model, dataset.input_shape, dataset.num_classes)

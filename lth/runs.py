@@ -207,8 +207,8 @@ def open_group(members: list[Member], changes: dict[str, Any] | None, new_run: b
 
 def open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None, new_run: bool) -> OpenRun:
     """Check the run's record, load its data, build its model and θ0, and record it as running."""
-    if new_run and (run_dir / RUN_FILE).exists():
-        raise ConfigError(f"{run_dir} already holds a run; continue it with: lth resume {run_dir}")
+    if new_run:
+        preflight.no_run_in(run_dir)
     record = _check_record(run_dir, cfg, changes)
     device = preflight.resolve_device(cfg.device)
     dataset = data.load(cfg.dataset, cfg.seed, device)
@@ -295,6 +295,12 @@ def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path
     saved = _saved_config(run_dir)
     cfg = config.with_overrides(saved, overrides)
     changes, refused = _changes(saved, cfg)
+    reshaped = [f"{key} ({old} -> {new})" for key, (old, new) in changes.items() if config.decides_shapes(key)]
+    if reshaped:
+        raise ConfigError(
+            f"resume cannot change {', '.join(reshaped)}, even with --force: the run's saved weights and masks "
+            "have the shapes of its own model and data; start a new run"
+        )
     if refused and not force:
         raise ConfigError(
             f"resume would change {refused}; only prune.rounds, ui.*, checkpoint.* and logger may change "

@@ -36,6 +36,9 @@ DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500i
 # Keys that may change when a run is resumed: they do not change any result (batched replicates equal runs
 # alone, to float rounding).
 RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replicates")
+# Keys that decide the shapes of a run's saved tensors (the model, the data's input and classes): a resume cannot
+# change them even with --force, since no saved weight, mask or state would fit.
+SHAPE_KEYS = ("model.", "dataset.name", "dataset.like", "dataset.input_shape", "dataset.num_classes", "dataset.vocab")
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
 REQUIRED: Any = "???"
 

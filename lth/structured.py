@@ -25,6 +25,7 @@ from lth.schema import (
     DATASET_SCHEMAS,
     GROUPS,
     RESUMABLE_KEYS,
+    SHAPE_KEYS,
     Config,
     DatasetConfig,
     SyntheticDatasetConfig,
@@ -136,6 +137,11 @@ def flatten(cfg: Config) -> dict[str, Any]:
 
     walk(to_container(cfg), "")
     return flat
+
+
+def decides_shapes(key: str) -> bool:
+    """Whether a dotted config key decides the shapes of a run's saved tensors (SHAPE_KEYS)."""
+    return key.startswith(SHAPE_KEYS)
 
 
 def decides_results(key: str) -> bool:

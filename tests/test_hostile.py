@@ -653,6 +653,24 @@ CASES: dict[str, Case] = {
         2,
         ["model=lenet6: no such model", "lenet5"],
     ),
+    "a new run in an existing run's folder": (
+        nothing,
+        ["run", *FAST, "seed=3", "hydra.run.dir={run}"],
+        2,
+        ["{run} already holds a run", "lth resume {run}"],
+    ),
+    "resume onto another model, forced": (
+        nothing,
+        ["resume", "{run}", "model.name=lenet5", "--force"],
+        2,
+        ["resume cannot change model.name (lenet_300_100 -> lenet5), even with --force"],
+    ),
+    "resume onto other data, forced": (
+        nothing,
+        ["resume", "{run}", "dataset.num_classes=3", "--force"],
+        2,
+        ["dataset.num_classes (10 -> 3)", "even with --force"],
+    ),
     # 5. Values that cannot train ---------------------------------------------------------------------------------
     "every layer ignored": (
         nothing,
@@ -668,7 +686,7 @@ CASES: dict[str, Case] = {
     ),
     "download while offline": (
         nothing,
-        ["run", "dataset=cifar10", "dataset.download=true", "dataset.root={tmp}/downloads/cifar", "hydra.run.dir={tmp}/r"],
+        ["run", "dataset=cifar10", "dataset.download=true", "dataset.root={tmp}/dl/cifar", "hydra.run.dir={tmp}/r"],
         2,
         ["dataset.download: torchvision could not download cifar10"],
     ),
