@@ -169,9 +169,18 @@ def check_overrides(overrides: list[str], multirun: bool, own_configs: bool = Tr
 def _check_group_options(group: str, override: Override) -> None:
     """A group's option is one of the names in `conf/<group>/`, nothing else: not a path (`model=../x` would load
     a YAML from anywhere) and not a schema stored for the YAML files (`model=base_model`)."""
+    from hydra.errors import HydraException
+
     from lth import config
 
-    values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
+    try:
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+    except HydraException:  # glob(): Hydra's sweeper alone expands it; the sweep check says so in one line
+        return
     options = config.group_options(group)
     for option in values:
         if option not in options:

@@ -234,9 +234,15 @@ def load_state(run_dir: Path, round_index: int, warn: Callable[[str], None]) -> 
         if _sha256(data) != expected:
             warn(f"{path} is corrupted (its SHA-256 does not match {sidecar.name}); trying an older state")
             continue
+        import pickle
+
         import torch
 
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")  # moved on load_state_dict
+        try:
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")  # moved on load_state_dict
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:  # forged with a fitting sidecar
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            warn(f"{path} is not a state lth wrote ({reason[:120]}); trying an older state")
     return None
 
 

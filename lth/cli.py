@@ -52,13 +52,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = (args[0], args[1:]) if args else ("", [])
     try:
         if command in ("run", "resume"):
-            from lth import ui
+            from lth import signals, ui
 
             ui.outlive_reader()  # a run trains on when the reader of its output goes (`lth run | head`)
-            if command == "run":
-                run(rest)
-            else:
-                resume(rest)
+            with signals.sigterm_interrupts():  # until a run handles it at a step boundary: exit 130, one line
+                if command == "run":
+                    run(rest)
+                else:
+                    resume(rest)
         elif command == "report":
             report(rest)
         elif command == "analyze":
@@ -96,7 +97,8 @@ def run(args: list[str]) -> None:
     flags = {arg.split("=", 1)[0] for arg in flag_args if arg.startswith("-")}  # --cfg=job counts as --cfg
     multirun = bool(arguments.MULTIRUN_FLAGS & flags)
     arguments.check_flags(flag_args)
-    arguments.check_overrides(overrides, multirun, own_configs=not arguments.CONFIG_FLAGS & flags)
+    elsewhere = arguments.CONFIG_FLAGS & flags or any(o.lstrip("+").startswith("hydra.searchpath") for o in overrides)
+    arguments.check_overrides(overrides, multirun, own_configs=not elsewhere)  # group options from conf/ only
     sweeps.check_environment()
     recipe = config.recipe_overrides(overrides)
     overrides = [*recipe, *overrides]  # the command line's own choices come later, so they win

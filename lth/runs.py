@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from torch import nn
 
-from lth import data, distributed, models, preflight
+from lth import data, distributed, models, preflight, sweeps
 from lth import structured as config
 from lth.checkpoint import (
     FORMAT_VERSION,
@@ -35,16 +38,17 @@ from lth.checkpoint import (
     load_sealed,
     now,
     published_rounds,
+    read_json,
     read_run_record,
     run_lock,
     seal_tensors,
     update_run_record,
 )
-from lth.errors import ConfigError, Interrupted
+from lth.errors import ConfigError, Interrupted, LthError, RunFailed
 from lth.imp import Rounds, round_together
 from lth.report import Group, aggregate_table, read_run, round_table, run_rows
 from lth.schema import Config
-from lth.signals import StopSignals
+from lth.signals import StopSignals, sigterm_interrupts
 from lth.structured import config_hash
 from lth.ui import RunDisplay, make_console
 
@@ -68,6 +72,9 @@ def run(
     this; rank 0 alone writes and prints (see lth.distributed).
     """
     return run_together([(cfg, run_dir)], console, changes, new_run, resume_path=run_dir)[0]
+
+
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # Hydra's record of the config it composed for the command
 
 
 def replicate_runs(cfg: Config, group_dir: Path) -> list[Member]:
@@ -126,7 +133,8 @@ def _run_rounds(
     with contextlib.ExitStack() as held:
         for _, run_dir in members:
             held.enter_context(run_lock(run_dir))
-        opened = open_group(members, changes, new_run)
+        with _starting(members, new_run, resume_path):
+            opened = open_group(members, changes)
         first = opened[0]
         console.print(
             f"{lead.model.name} on {lead.dataset.name}, {_seeds(opened)}: {resume_path} (round {first.first} of "
@@ -152,6 +160,40 @@ def _run_rounds(
         for member in opened:
             update_run_record(member.run_dir, status="finished")
     return opened
+
+
+@contextlib.contextmanager
+def _starting(members: list[Member], new_run: bool, resume_path: Path) -> Iterator[None]:
+    """A run is resumable from the moment its directory exists: a new run is recorded as `starting`, with its
+    config, before its data loads and its model is built (every member of a replicate group at once, so a resume
+    finds them all). SIGTERM during start-up stops like Ctrl-C (exit 130); bad input found there removes the
+    record again, so it leaves nothing on disk."""
+    if new_run:
+        for _, run_dir in members:
+            preflight.no_run_in(run_dir)
+    recorded = [run_dir for _, run_dir in members if not (run_dir / RUN_FILE).exists()]
+    for cfg, run_dir in members:
+        if run_dir in recorded:
+            update_run_record(
+                run_dir,
+                format_version=FORMAT_VERSION,
+                status="starting",
+                config=config.to_container(cfg),
+                config_hash=config_hash(cfg),
+                rounds_planned=cfg.prune.rounds + 1,
+                rounds_finished=0,
+                events=[],
+            )
+    try:
+        with sigterm_interrupts():
+            yield
+    except ConfigError:
+        for run_dir in recorded:
+            (run_dir / RUN_FILE).unlink(missing_ok=True)
+        raise
+    except KeyboardInterrupt:
+        print(f"lth: interrupted while starting, before any round trained; resume: lth resume {resume_path}")
+        raise SystemExit(Interrupted.exit_code) from None
 
 
 @contextlib.contextmanager
@@ -194,9 +236,9 @@ class OpenRun:
         return Rounds(self.cfg, self.run_dir, self.model, self.dataset, self.init, display, stop, self.borrowed_from)
 
 
-def open_group(members: list[Member], changes: dict[str, Any] | None, new_run: bool) -> list[OpenRun]:
+def open_group(members: list[Member], changes: dict[str, Any] | None) -> list[OpenRun]:
     """Open every run of a group (locked by the caller); they must all be at the same round."""
-    opened = [open_run(cfg, run_dir, changes, new_run) for cfg, run_dir in members]
+    opened = [open_run(cfg, run_dir, changes) for cfg, run_dir in members]
     if len(opened) > 1:
         _share_test_split(opened)
     starts = {member.first for member in opened}
@@ -205,10 +247,8 @@ def open_group(members: list[Member], changes: dict[str, Any] | None, new_run: b
     return opened
 
 
-def open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None, new_run: bool) -> OpenRun:
+def open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None) -> OpenRun:
     """Check the run's record, load its data, build its model and θ0, and record it as running."""
-    if new_run:
-        preflight.no_run_in(run_dir)
     record = _check_record(run_dir, cfg, changes)
     device = preflight.resolve_device(cfg.device)
     dataset = data.load(cfg.dataset, cfg.seed, device)
@@ -222,7 +262,7 @@ def open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None, new_run
         seal_tensors(run_dir, INIT_FILE, model.state_dict())
     if changes and any(config.decides_results(key) for key in changes):
         clear_states(run_dir)  # a state trained under the old settings must not continue under the new
-    event = {"event": "resumed" if record else "started", "time": now()}
+    event = {"event": "resumed" if record and record.get("events") else "started", "time": now()}
     update_run_record(
         run_dir,
         format_version=FORMAT_VERSION,
@@ -257,6 +297,13 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
     command before anything is written.
     """
     console = console or make_console(quiet=not distributed.is_main())
+    if (path / sweeps.SWEEP_FILE).is_file():
+        _resume_sweep(path, overrides, force, console)
+        return
+    unrecorded = _unrecorded_start(path, overrides, force)
+    if unrecorded is not None:
+        run_or_continue(unrecorded, path, console)
+        return
     runs = find_runs(path)
     planned = [_plan_resume(run_dir, overrides, force) for run_dir in runs]
     for run_dir, cfg, changes in planned:
@@ -264,6 +311,77 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
             console.print(f"{run_dir}: finished, skipped", soft_wrap=True)
             continue
         run(cfg, run_dir, console, changes=changes)
+
+
+def _unrecorded_start(path: Path, overrides: list[str], force: bool) -> Config | None:
+    """The config of a run Hydra made a directory for (`.hydra/config.yaml`) that lth had not recorded yet when it
+    stopped (killed during start-up), or of a replicate group not all of whose runs were recorded; else None."""
+    if not (path / HYDRA_CONFIG).is_file() or (path / RUN_FILE).exists():
+        return None
+    try:
+        saved = config.from_dictconfig(OmegaConf.load(path / HYDRA_CONFIG))
+    except (OSError, yaml.YAMLError, OmegaConfBaseException, ConfigError):  # stopped while Hydra wrote it
+        raise ConfigError(
+            f"{path}: Hydra's record of the command ({HYDRA_CONFIG}) is incomplete, so the run was stopped before "
+            "lth started it and nothing trained; remove the folder and run the command again"
+        ) from None
+    members = replicate_runs(saved, path) if saved.train.replicates > 1 else [(saved, path)]
+    if all((run_dir / RUN_FILE).exists() for _, run_dir in members):
+        return None  # every run recorded: each is resumed from its own record
+    cfg = _resumed_config(saved, overrides, force)
+    preflight.environment(cfg)
+    return cfg
+
+
+def _resume_sweep(sweep_dir: Path, overrides: list[str], force: bool, console: Console) -> None:
+    """Resume every job of the sweep that `sweep_dir/sweep.json` lists: continue the started ones, start the ones
+    never started (killed before their run was recorded, or never reached), keeping the record's statuses."""
+    from lth.config import compose
+
+    try:
+        record = read_json(sweep_dir / sweeps.SWEEP_FILE)
+        jobs = list(record["jobs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{sweep_dir / sweeps.SWEEP_FILE} cannot be read as a sweep record; it is damaged") from None
+    planned = []
+    for job in jobs:
+        job_dir = _job_dir(sweep_dir, job)
+        job_cfg = compose([o for o in job["overrides"] or [] if not o.startswith("hydra")])
+        cfg = _resumed_config(job_cfg, overrides, force)
+        preflight.environment(cfg)
+        planned.append((job, job_dir, cfg))
+    failed = []
+    for job, job_dir, cfg in planned:
+        if job["status"] == "finished" and not overrides:
+            console.print(f"{job_dir}: finished, skipped", soft_wrap=True)
+            continue
+        sweeps.update_entry(sweep_dir, job["num"], status="running", dir=str(job_dir.absolute()), started=now())
+        try:
+            run_or_continue(cfg, job_dir, console)
+        except LthError as error:  # the next jobs still run, as in `lth run -m`
+            console.print(f"lth: error: job {job['num']} ({job_dir}): {error}", soft_wrap=True)
+            sweeps.update_entry(sweep_dir, job["num"], status="failed", error=str(error), ended=now())
+            failed.append(f"#{job['num']} ({error})")
+            continue
+        except BaseException:
+            sweeps.update_entry(sweep_dir, job["num"], status="interrupted", ended=now())
+            raise
+        sweeps.update_entry(sweep_dir, job["num"], status="finished", ended=now())
+    sweeps.end(sweep_dir)
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(planned)} sweep jobs did not finish: {'; '.join(failed)}")
+
+
+def _job_dir(sweep_dir: Path, job: dict[str, Any]) -> Path:
+    """A sweep job's directory: the one its entry records, found in `sweep_dir` even when the sweep folder was
+    moved or copied since (the record holds absolute paths), or Hydra's `<sweep dir>/<job number>` for a job that
+    never started."""
+    if not job.get("dir"):
+        return sweep_dir / str(job["num"])
+    recorded = Path(job["dir"])
+    if recorded.absolute().is_relative_to(sweep_dir.absolute()):
+        return recorded
+    return sweep_dir / recorded.name
 
 
 def run_or_continue(cfg: Config, run_dir: Path, console: Console | None = None) -> None:
@@ -293,6 +411,15 @@ def run_or_continue(cfg: Config, run_dir: Path, console: Console | None = None) 
 def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path, Config, dict[str, Any]]:
     """The config a run continues with and the keys it changes, after every check that needs no lock."""
     saved = _saved_config(run_dir)
+    cfg = _resumed_config(saved, overrides, force)
+    changes, _ = _changes(saved, cfg)
+    preflight.environment(cfg)
+    return run_dir, cfg, changes
+
+
+def _resumed_config(saved: Config, overrides: list[str], force: bool) -> Config:
+    """`saved` with a resume's overrides: only keys that cannot change results, unless forced; never the model's
+    or the data's shapes."""
     cfg = config.with_overrides(saved, overrides)
     changes, refused = _changes(saved, cfg)
     reshaped = [f"{key} ({old} -> {new})" for key, (old, new) in changes.items() if config.decides_shapes(key)]
@@ -306,8 +433,7 @@ def _plan_resume(run_dir: Path, overrides: list[str], force: bool) -> tuple[Path
             f"resume would change {refused}; only prune.rounds, ui.*, checkpoint.* and logger may change "
             "(add --force to change anyway; it is recorded in run.json)"
         )
-    preflight.environment(cfg)
-    return run_dir, cfg, changes
+    return cfg
 
 
 def _saved_config(run_dir: Path) -> Config:

@@ -131,11 +131,7 @@ class SweepRecord(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not distributed.is_main():
             return
-        sweep_dir = Path(config.hydra.sweep.dir)
-        with _locked(sweep_dir):
-            record = read_json(sweep_dir / SWEEP_FILE)
-            failed = any(job["status"] != "finished" for job in record["jobs"])
-            write_json(sweep_dir / SWEEP_FILE, {**record, "status": "failed" if failed else "finished", "ended": now()})
+        end(Path(config.hydra.sweep.dir))
 
 
 def start(sweep_dir: Path, grid: SweepGrid) -> None:
@@ -159,7 +155,11 @@ def update_job(**fields: Any) -> None:
     if not distributed.is_main():
         return
     hydra = HydraConfig.get()
-    sweep_dir, num = Path(hydra.sweep.dir), int(hydra.job.num)
+    update_entry(Path(hydra.sweep.dir), int(hydra.job.num), list(hydra.overrides.task), **fields)
+
+
+def update_entry(sweep_dir: Path, num: int, overrides: list[str] | None = None, **fields: Any) -> None:
+    """Merge `fields` into job `num`'s entry of the sweep record in `sweep_dir` (its overrides if it has none)."""
     with _locked(sweep_dir):
         path = sweep_dir / SWEEP_FILE
         record = read_json(path) if path.exists() else {"jobs": []}
@@ -167,9 +167,17 @@ def update_job(**fields: Any) -> None:
         while len(jobs) <= num:  # a job the grid did not foresee (another sweeper): give it an entry
             jobs.append({"num": len(jobs), "overrides": None, "dir": None, "status": "pending"})
         if jobs[num]["overrides"] is None:
-            jobs[num]["overrides"] = list(hydra.overrides.task)
+            jobs[num]["overrides"] = overrides
         jobs[num].update(fields, updated=now())
         write_json(path, record)
+
+
+def end(sweep_dir: Path) -> None:
+    """Stamp the sweep record's end: finished when every job has, else failed."""
+    with _locked(sweep_dir):
+        record = read_json(sweep_dir / SWEEP_FILE)
+        failed = any(job["status"] != "finished" for job in record["jobs"])
+        write_json(sweep_dir / SWEEP_FILE, {**record, "status": "failed" if failed else "finished", "ended": now()})
 
 
 def raise_for_failures() -> None:

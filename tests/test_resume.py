@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 import random
 import re
 import shutil
@@ -125,20 +127,32 @@ def test_a_signal_mid_round_saves_the_state_and_resume_continues_from_it(tmp_pat
     assert_same_results(run_dir, reference)
 
 
-def test_corrupted_newest_state_falls_back_to_the_previous_one(tmp_path, reference, capsys):
+def truncate(state: Path) -> None:
+    state.write_bytes(state.read_bytes()[:-7])
+
+
+def forge(state: Path) -> None:
+    """A pickle that is no tensor state (weights_only refuses its class), its sidecar's checksum made to fit."""
+    forged = pickle.dumps(Path("not-a-state"))
+    state.write_bytes(forged)
+    state.with_suffix(".json").write_text(json.dumps({"sha256": hashlib.sha256(forged).hexdigest()}))
+
+
+@pytest.mark.parametrize(("damage", "named"), [(truncate, "is corrupted"), (forge, "is not a state lth wrote")])
+def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path, reference, capsys, damage, named):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
-    # Make it an interrupted run: drop the last round and plant two states of it, the newer one corrupted.
+    # Make it an interrupted run: drop the last round and plant two states of it, the newer one damaged.
     shutil.rmtree(run_dir / "round_02")
     update_run_record(run_dir, status="interrupted", rounds_finished=2)
-    state = {"model": {}, "optimizer": {}, "step": 0}  # never loaded if checksums work: see below
+    state = {"model": {}, "optimizer": {}, "step": 0}  # never loaded if the checks work: see below
     newest = save_state(run_dir, 2, 10, state, keep=2)
     older = save_state(run_dir, 2, 5, state, keep=2)
-    newest.write_bytes(newest.read_bytes()[:-7])  # truncated
+    damage(newest)
     older.unlink()  # and the older one lost: the round restarts from its beginning
     older.with_suffix(".json").unlink()
     printed = lth_ok("resume", str(run_dir), capsys=capsys)
-    assert f"{newest} is corrupted" in printed.replace("\n", "")
+    assert f"{newest} {named}" in printed.replace("\n", "")
     assert_same_results(run_dir, reference)
 
 
@@ -217,3 +231,62 @@ def test_a_corrupted_finished_file_is_named(fast_run, capsys, damaged):
     assert code == 1
     assert err.strip() == f"lth: error: {path} is missing or corrupted (its SHA-256 does not match checksums.json)"
     assert not (fast_run / "round_03").exists()
+
+
+def test_a_run_stopped_during_start_up_is_resumable(tmp_path, reference):
+    """SIGTERM as soon as Hydra has recorded the run's command (imports, data, model still to come): one line, exit
+    130, and `lth resume` trains the whole run, the same as one never stopped."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lth", "run", *KILLABLE, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not (run_dir / ".hydra" / "overrides.yaml").exists() and process.poll() is None:  # Hydra's last file
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted" in (out + err) and len((out + err).strip().splitlines()) <= 2
+    assert not list(run_dir.glob("round_*"))
+    lth("resume", str(run_dir), cwd=tmp_path)
+    assert_same_results(run_dir, reference)
+
+
+def test_resume_of_a_sweep_finishes_every_job_whenever_it_stopped(sweep_template, tmp_path, capsys):
+    """Job 1 stopped between rounds, job 2 killed before lth recorded its run (Hydra's .hydra/ only), job 3 never
+    started: `lth resume SWEEP` finishes all of them as an uninterrupted sweep did, and keeps sweep.json true."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_template, sweep)  # sweep.json still names the template's folders: they stay untouched
+    before = {p: p.stat().st_mtime_ns for p in sweep_template.rglob("*")}
+    record = json.loads((sweep / "sweep.json").read_text())
+    shutil.rmtree(sweep / "1" / "round_02")
+    update_run_record(sweep / "1", status="interrupted", rounds_finished=2)
+    for path in (sweep / "2").iterdir():
+        if path.name != ".hydra":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(sweep / "3")
+    for num, status in ((1, "interrupted"), (2, "running"), (3, "pending")):
+        record["jobs"][num].update(status=status, **({"dir": None} if num == 3 else {}))
+    (sweep / "sweep.json").write_text(json.dumps({**record, "status": "running"}))
+    printed = lth_ok("resume", str(sweep), capsys=capsys)
+    assert f"{sweep / '0'}: finished, skipped" in printed.replace("\n", "")
+    for job in ("1", "2", "3"):
+        assert_same_results(sweep / job, sweep_template / job)
+    resumed = json.loads((sweep / "sweep.json").read_text())
+    assert resumed["status"] == "finished" and all(job["status"] == "finished" for job in resumed["jobs"])
+    assert [job["dir"] for job in resumed["jobs"]][1:] == [str(sweep / job) for job in ("1", "2", "3")]
+    assert {p: p.stat().st_mtime_ns for p in sweep_template.rglob("*")} == before
+
+
+def test_resume_finishes_every_replicate_of_a_group(tmp_path, capsys):
+    """`train.replicates=2` stopped when only seed_0's run was recorded: resume trains seed_1 too."""
+    group = tmp_path / "group"
+    lth_ok("run", *FAST, "train.replicates=2", f"hydra.run.dir={group}", capsys=capsys)
+    shutil.rmtree(group / "seed_1")
+    lth_ok("resume", str(group), capsys=capsys)
+    assert json.loads((group / "seed_1" / "run.json").read_text())["status"] == "finished"
+    lth_ok("run", *FAST, "seed=1", f"hydra.run.dir={tmp_path / 'alone'}", capsys=capsys)
+    assert_same_results(group / "seed_1", tmp_path / "alone")  # seed_1 now trained alone, as such a run does
