@@ -120,9 +120,11 @@ def run(args: list[str]) -> None:
 def _validate_jobs(overrides: list[str], multirun: bool) -> None:
     from lth import config, preflight
 
-    jobs = config.expand_sweep(overrides) if multirun else [overrides]
+    jobs = [config.compose(job) for job in (config.expand_sweep(overrides) if multirun else [overrides])]
     for job in jobs:
-        preflight.environment(config.compose(job))
+        preflight.environment(job)
+    if multirun:
+        preflight.sweep_jobs(jobs)  # a single run's data is read once, by the run
     run_dirs = [o.partition("=")[2] for o in overrides if o.startswith("hydra.run.dir=")]
     if not multirun and run_dirs and "${" not in run_dirs[-1]:
         preflight.no_run_in(Path(run_dirs[-1]))  # before Hydra rewrites that run's .hydra/ with this command

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lth import config, sweeps
 from lth.checkpoint import now
@@ -60,10 +60,21 @@ def main(composed: DictConfig) -> None:
     sweeps.update_job(status="finished", ended=now())
 
 
+# Config keys that name paths: with `hydra.job.chdir=true` the job runs inside its run directory, so a relative
+# path means what it meant where `lth run` was typed.
+PATH_KEYS = ("dataset.root", "prune.masks_from")
+
+
 def _run(composed: DictConfig, run_dir: Path, sweep_job: bool) -> None:
     """Run the job's experiment; bad input found only now leaves no directory behind."""
     from lth import runs
 
+    launch_dir = Path(HydraConfig.get().runtime.cwd)
+    if Path.cwd() != launch_dir:  # hydra.job.chdir=true
+        for key in PATH_KEYS:
+            value = OmegaConf.select(composed, key)
+            if value is not None and not Path(value).is_absolute():
+                OmegaConf.update(composed, key, str(launch_dir / value))
     try:
         cfg = config.from_dictconfig(composed)
         if sweep_job:
@@ -73,6 +84,7 @@ def _run(composed: DictConfig, run_dir: Path, sweep_job: bool) -> None:
         else:
             runs.run(cfg, run_dir, new_run=True)
     except ConfigError:
+        os.chdir(launch_dir)  # out of the run directory (hydra.job.chdir=true) before it may be removed
         _discard_if_unused(run_dir)
         raise
 

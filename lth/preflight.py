@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, r
 from lth.errors import ConfigError
 from lth.models import prunable_weights
 from lth.schema import Config
+from lth.structured import to_container
 from lth.train import steps_per_epoch, to_steps
 
 
@@ -47,6 +49,17 @@ def no_run_in(run_dir: Path) -> None:
     """`lth run` starts a new run: `run_dir` must not hold one already (or a replicate group's runs)."""
     if (run_dir / RUN_FILE).exists() or any(run_dir.glob(f"seed_*/{RUN_FILE}")):
         raise ConfigError(f"{run_dir} already holds a run; continue it with: lth resume {run_dir}")
+
+
+def sweep_jobs(jobs: list[Config]) -> None:
+    """Every job of a sweep against its data's size (validation split, subset, rewind point, warm-up), before the
+    first job starts: a bad value in job 7 must not wait for jobs 0-6 to train. Each distinct dataset is read once."""
+    available: dict[str, int] = {}
+    for cfg in jobs:
+        key = json.dumps({k: v for k, v in to_container(cfg.dataset).items() if k not in ("val_size", "subset")})
+        if key not in available:
+            available[key] = data.available_examples(cfg.dataset)
+        _check_durations(cfg, data.training_examples(cfg.dataset, available[key]))
 
 
 def model_fits(cfg: Config, dataset: data.Dataset) -> None:
@@ -78,7 +91,7 @@ def built_model(cfg: Config, model: nn.Module, dataset: data.Dataset) -> Path | 
     one borrows (`prune.masks_from`, resolved), if any."""
     if cfg.train.replicates > 1:
         replicates.check_model(model)
-    _check_rewind_point(cfg, dataset)
+    _check_durations(cfg, len(dataset.train))
     borrowed_from = masks_source(cfg) if cfg.prune.masks_from is not None else None
     _check_pruning_targets(cfg, model, borrowed_from)
     return borrowed_from
@@ -115,9 +128,10 @@ def _check_masks_source(cfg: Config) -> None:
         raise ConfigError(f"{key} has rounds 0..{finished - 1} finished; this run needs the masks of {what}")
 
 
-def _check_rewind_point(cfg: Config, dataset: data.Dataset) -> None:
-    """A pruned round rewound to step k trains steps k+1..T, so k must come before the end of round 0."""
-    per_epoch = steps_per_epoch(len(dataset.train), cfg.train.batch_size)
+def _check_durations(cfg: Config, train_examples: int) -> None:
+    """A pruned round rewound to step k trains steps k+1..T, so k must come before the end of round 0; a warm-up
+    must end within a round."""
+    per_epoch = steps_per_epoch(train_examples, cfg.train.batch_size)
     total, rewind_step = per_epoch * cfg.train.epochs, to_steps(cfg.prune.rewind_to, per_epoch)
     if rewind_step >= total:
         raise ConfigError(

@@ -20,6 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from lth import schema as schema_module
 from lth.errors import ConfigError
 from lth.schema import (
     DATASET_SCHEMAS,
@@ -179,4 +180,14 @@ def explain(error: Exception) -> str:
         if invalid:  # a Choice (lth.schema) given another value: the one-line refusal every check gives
             return f"{key}={invalid['value']} is not allowed; {key} must be one of: {invalid['options']}"
         return f"{key}: {str(cause.msg).splitlines()[0]}"
-    return str(error).strip().splitlines()[0]
+    lines = [line.strip() for line in str(error).strip().splitlines()]
+    if len(lines) > 1 and lines[0].endswith(":"):  # Hydra's "In 'debug/fast': ... composing config:" + the cause
+        where = lines[0].partition(":")[0]
+        fields = dict(line.replace("=", ": ", 1).split(": ", 1) for line in lines[2:] if ": " in line or "=" in line)
+        schema = getattr(schema_module, fields.get("object_type", ""), None)
+        if "full_key" in fields and is_dataclass(schema):
+            key = fields["full_key"]
+            allowed = ", ".join(get_type_hints(schema))
+            return f"{where}: {key}: unknown config key; keys allowed under '{key.rpartition('.')[0]}': {allowed}"
+        return f"{where}: {lines[1]}"
+    return lines[0]

@@ -684,6 +684,24 @@ CASES: dict[str, Case] = {
         2,
         ["train.warmup=2ep is 20 steps, longer than a round (10 steps", "at most 10it"],
     ),
+    "a bad subset in one job of a sweep": (
+        nothing,
+        ["run", "-m", *FAST, "dataset.subset=300,999999", "hydra.sweep.dir={tmp}/sweep"],
+        2,
+        ["dataset.subset=999999 is not allowed", "at most the 500 training examples"],
+    ),
+    "a rewind point past one job's round": (
+        nothing,
+        ["run", "-m", *FAST, "prune.rewind_to=5,50", "hydra.sweep.dir={tmp}/sweep"],
+        2,
+        ["prune.rewind_to=50 is step 50, not before the end of a round (10 steps"],
+    ),
+    "a preset's key the chosen dataset lacks": (
+        nothing,
+        ["run", *FAST, "dataset=mnist"],
+        2,
+        ["In 'debug/fast': dataset.train_size: unknown config key", "keys allowed under 'dataset': name, root"],
+    ),
     "download while offline": (
         nothing,
         ["run", "dataset=cifar10", "dataset.download=true", "dataset.root={tmp}/dl/cifar", "hydra.run.dir={tmp}/r"],
@@ -785,6 +803,16 @@ def test_a_run_trains_on_when_the_reader_of_its_output_goes(tmp_path):
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0 and "Traceback" not in err, err
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_relative_data_root_means_the_launch_folder_when_the_job_changes_directory(tmp_path, capsys, monkeypatch):
+    write_mnist_like(tmp_path / "digits", n_train=150, n_test=20)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    args = ["dataset=mnist", "dataset.root=digits", "dataset.val_size=50", "prune.rounds=0", "train.epochs=1"]
+    lth_ok("run", *args, "hydra.job.chdir=true", "hydra.run.dir=run", capsys=capsys)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "finished" and record["config"]["dataset"]["root"] == str(tmp_path / "digits")
 
 
 def test_run_help_offers_only_options_a_user_can_choose(capsys):

@@ -133,21 +133,32 @@ def check(cfg: DatasetConfig) -> None:
     _SOURCES[cfg.name].check(cfg)
 
 
+def available_examples(cfg: DatasetConfig) -> int:
+    """The size of the data's training split, read and checked (a sweep's limits are checked with it up front)."""
+    raw = _SOURCES[cfg.name].read(cfg)
+    check_raw(raw, cfg.name)
+    return len(raw.train_y)
+
+
+def training_examples(cfg: DatasetConfig, available: int) -> int:
+    """How many examples a run of `cfg` trains on, of the `available` ones of the training split, once the
+    validation split is held out and `dataset.subset` drawn; sizes the data cannot give are refused."""
+    if cfg.val_size >= available:
+        refuse("dataset.val_size", cfg.val_size, f"smaller than the {available} training examples of {cfg.name}")
+    left = available - cfg.val_size
+    if cfg.subset is not None and cfg.subset > left:
+        held_out = f"dataset.val_size={cfg.val_size} held out"
+        refuse("dataset.subset", cfg.subset, f"at most the {left} training examples of {cfg.name} ({held_out})")
+    return left if cfg.subset is None else cfg.subset
+
+
 def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     raw = _SOURCES[cfg.name].read(cfg)
     check_raw(raw, cfg.name)
-    if cfg.val_size >= len(raw.train_y):
-        refuse("dataset.val_size", cfg.val_size, f"smaller than the {len(raw.train_y)} training examples of {cfg.name}")
+    training_examples(cfg, len(raw.train_y))
     order = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
     train_idx, val_idx = order[cfg.val_size :], order[: cfg.val_size]
     if cfg.subset is not None:
-        if cfg.subset > len(train_idx):
-            held_out = f"dataset.val_size={cfg.val_size} held out"
-            refuse(
-                "dataset.subset",
-                cfg.subset,
-                f"at most the {len(train_idx)} training examples of {cfg.name} ({held_out})",
-            )
         generator = torch.Generator().manual_seed(derive_seed(seed, SUBSET))
         train_idx = train_idx[stratified_subset(raw.train_y[train_idx], cfg.subset, generator)]
     train_x = raw.train_x[train_idx].float()
