@@ -47,8 +47,10 @@ def atomic_write(path: Path, data: bytes) -> None:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
-        except BaseException:
+        except BaseException as error:
             Path(tmp.name).unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.filename is None:  # a full disk: say which file it was
+                error.filename = str(path)
             raise
     try:
         os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600; outputs are meant to be shared and read

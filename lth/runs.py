@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import platform
 import subprocess
@@ -194,6 +195,9 @@ def _starting(members: list[Member], new_run: bool, resume_path: Path) -> Iterat
     except KeyboardInterrupt:
         print(f"lth: interrupted while starting, before any round trained; resume: lth resume {resume_path}")
         raise SystemExit(Interrupted.exit_code) from None
+    except OSError as error:
+        _raise_if_disk_full(error, resume_path)
+        raise
 
 
 @contextlib.contextmanager
@@ -210,10 +214,22 @@ def _outcome(opened: list[OpenRun], console: Console, resume_path: Path) -> Iter
             soft_wrap=True,
         )
         raise SystemExit(Interrupted.exit_code) from None
-    except Exception:  # divergence, a broken invariant or a crash: the finished rounds stay as they are
+    except Exception as error:  # divergence, a broken invariant, a full disk or a crash: finished rounds stay
         for member in opened:
-            update_run_record(member.run_dir, status="failed")
+            with contextlib.suppress(OSError):  # the disk may be full
+                update_run_record(member.run_dir, status="failed")
+        if isinstance(error, OSError):
+            _raise_if_disk_full(error, resume_path)
         raise
+
+
+def _raise_if_disk_full(error: OSError, resume_path: Path) -> None:
+    """A full disk (or quota) as one line that says what to do; the data written so far is intact."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise RunFailed(
+            f"no space left on the device: {error.filename or 'a file of the run'} could not be written; the "
+            f"finished rounds and saved states are intact; free some space, then: lth resume {resume_path}"
+        ) from None
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import pickle
 import random
 import re
@@ -290,3 +292,25 @@ def test_resume_finishes_every_replicate_of_a_group(tmp_path, capsys):
     assert json.loads((group / "seed_1" / "run.json").read_text())["status"] == "finished"
     lth_ok("run", *FAST, "seed=1", f"hydra.run.dir={tmp_path / 'alone'}", capsys=capsys)
     assert_same_results(group / "seed_1", tmp_path / "alone")  # seed_1 now trained alone, as such a run does
+
+
+def test_a_full_disk_is_one_line_and_resume_finishes_the_run(tmp_path, finished_template, capsys, monkeypatch):
+    """The disk fills while round 1 is published (ENOSPC from fsync, as a full filesystem gives it): one line that
+    names the file, exit 1, round 0 intact; once there is space, resume finishes as if nothing had happened."""
+    real_fsync = os.fsync
+
+    def full_disk_in_round_1(fd: int) -> None:
+        if "round_01" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(os, "fsync", full_disk_in_round_1)
+    code, _, err = lth_in_process("run", *FAST, f"hydra.run.dir={run_dir}", capsys=capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "no space left on the device: " in err and "round_01.partial/" in err and f"lth resume {run_dir}" in err
+    assert sorted(p.name for p in run_dir.glob("round_*")) == ["round_00"]
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    lth_ok("resume", str(run_dir), capsys=capsys)
+    assert_same_results(run_dir, finished_template)
