@@ -255,23 +255,33 @@ def main_layers(path: Path, as_json: bool = False) -> None:
         console.print(table)
 
 
-def main_lmc(path: Path, round_index: int, points: int = 11, as_json: bool = False) -> None:
+def main_lmc(path: Path, rounds: Sequence[int], points: int = 11, as_json: bool = False) -> None:
+    """`lth analyze lmc PATH --round N[,N]`: every run under `path` at every round in `rounds`; the barrier against
+    density is the instability figure of `lth report --plot-dir` (Frankle et al. 2020, Fig. 4)."""
+    if points < 2:
+        raise ConfigError(f"--points {points}: need at least 2 (the two endpoints)")
     runs = find_runs(path)
     for run_dir in runs:  # every round exists before any training starts
-        if published_rounds(run_dir) <= round_index:
-            finished_round(run_dir, round_index)
-    results = [lmc(run_dir, round_index, points) for run_dir in runs]
+        for round_index in rounds:
+            if published_rounds(run_dir) <= round_index:
+                finished_round(run_dir, round_index)
+    results = [lmc(run_dir, round_index, points) for run_dir in runs for round_index in rounds]
     if as_json:
         print(json.dumps(results, indent=2))
         return
-    table = Table(title=f"Linear mode connectivity, round {round_index} (Frankle et al. 2020)", title_justify="left")
-    for header in ("run", "density", *(f"α={p['alpha']:.2g}" for p in results[0]["points"]), "error barrier"):
+    title = f"Linear mode connectivity, round{'s' if len(rounds) > 1 else ''} {', '.join(map(str, rounds))}"
+    table = Table(title=f"{title} (Frankle et al. 2020)", title_justify="left")
+    for header in ("run", "round", "density", *(f"α={p['alpha']:.2g}" for p in results[0]["points"]), "barrier"):
         table.add_column(header, justify="right" if header != "run" else "left")
     for result in results:
         errors = [f"{p['test_error']:.2%}" for p in result["points"]]
-        table.add_row(result["run"], f"{result['density']:.2%}", *errors, f"{result['barrier']:.2%}")
+        cells = (str(result["round"]), f"{result['density']:.2%}", *errors, f"{result['barrier']:.2%}")
+        table.add_row(result["run"], *cells)
     Console().print(table)
-    Console().print(f"test error along the line; saved in {ANALYSIS_DIR}/lmc_round_{round_index:02d}.json of each run")
+    Console().print(
+        f"test error along the line; each result saved in {ANALYSIS_DIR}/lmc_round_NN.json of its run; "
+        "lth report --plot-dir draws the curves and the barrier against density"
+    )
 
 
 def _dead(row: dict[str, Any]) -> str:

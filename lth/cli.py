@@ -33,7 +33,7 @@ commands:
                          per layer, Jaccard overlap of masks between consecutive rounds and between seeds
   analyze layers DIR [--json]
                          per round and layer: weights left, mean |w| of survivors at init, start and end
-  analyze lmc DIR --round N [--points 11] [--json]
+  analyze lmc DIR --round N[,N] [--points 11] [--json]
                          linear mode connectivity: train round N twice with different data orders, test error
                          along the line between them, the error barrier; saved in DIR/analysis/
   analyze speed DIR --round N [--repeats 40] [--threads T] [--json]
@@ -228,7 +228,9 @@ def analyze(args: list[str]) -> None:
         command.add_argument("path", type=Path, help=where)
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if name == "lmc":
-            command.add_argument("--round", type=int, required=True, help="the round to analyse")
+            command.add_argument(
+                "--round", type=_rounds, required=True, metavar="N[,N]", help="the rounds to analyse (e.g. 1,3,5)"
+            )
             command.add_argument("--points", type=int, default=11, help="evenly spaced alphas in [0, 1] (11)")
         if name == "speed":  # lth.speed
             command.add_argument("--round", type=int, required=True, help="the round to time")

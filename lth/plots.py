@@ -64,6 +64,7 @@ def render(
     ]
     if any(_lmc_results(run) for run in runs):
         figures.append(("lmc", lambda ax: lmc_curves(ax, runs)))
+        figures.append(("instability_vs_density", lambda ax: instability(ax, drawn)))
     title = title or describe(runs)
     written = []
     if plot is not None:
@@ -255,6 +256,31 @@ def lmc_curves(ax: Axes, runs: Sequence[Run]) -> None:
     ax.set_xlabel("interpolation α (0: first copy, 1: second copy)")
     ax.set_ylabel("test error (%)")
     ax.set_title("Linear mode connectivity (Frankle et al. 2020)")
+    _legend(ax)
+
+
+def instability(ax: Axes, arms: Arms) -> None:
+    """The error barrier of `lth analyze lmc` against density, per arm, mean ± std over its seeds (Frankle et al.
+    2020, Fig. 4: a subnetwork is stable, and IMP finds a matching ticket, where the barrier is about 0)."""
+    import statistics
+
+    for index, (group, name) in enumerate(arms):
+        by_density: dict[float, list[float]] = {}
+        for run in group.runs:
+            for result in _lmc_results(run):
+                by_density.setdefault(result["density"], []).append(100 * result["barrier"])
+        if not by_density:
+            continue
+        densities = sorted(by_density, reverse=True)
+        means = [statistics.fmean(by_density[d]) for d in densities]
+        spreads = [statistics.stdev(by_density[d]) if len(by_density[d]) > 1 else 0.0 for d in densities]
+        seeds = max(len(values) for values in by_density.values())
+        label = f"{name} ({'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else '1 seed'})"
+        ax.errorbar(densities, means, yerr=spreads, marker=_MARKERS[index % len(_MARKERS)], capsize=3, label=label)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    _density_axis(ax, [group for group, _ in arms])
+    ax.set_ylabel("error barrier along the line (percentage points)")
+    ax.set_title("Instability: the barrier between two trainings of a round")
     _legend(ax)
 
 

@@ -300,7 +300,7 @@ def aggregate_table(groups: Sequence[Group], title: str | None = None) -> Table:
             labels, note = ["" for _ in keys], [""] if marked else []  # name the configuration once
         for run in group.runs:
             if not run.rows:
-                table.add_row(*labels, "-", "0", "-", "-", "-", "-", f"{run.path}: no finished rounds ({run.status})")
+                table.add_row(*labels, "-", "0", "-", "-", "-", "-", f"no finished rounds ({run.status}): {run.path}")
                 labels = ["" for _ in keys]
         if group is not groups[-1]:
             table.add_section()

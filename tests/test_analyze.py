@@ -76,9 +76,13 @@ def test_lmc_of_two_identical_trainings_has_no_barrier(sweep_template, tmp_path,
     metrics = json.loads((run_dir / "round_01" / "metrics.json").read_text())
     assert same["points"][0]["test_error"] == pytest.approx(1 - metrics["test_accuracy"])
     # the command: another data order, the result saved in analysis/ and drawn as a table
-    table = lth_ok("analyze", "lmc", str(run_dir), "--round", "2", "--points", "4", capsys=capsys)
+    table = lth_ok("analyze", "lmc", str(run_dir), "--round", "1,2", "--points", "4", capsys=capsys)
     saved = json.loads((run_dir / "analysis" / "lmc_round_02.json").read_text())
-    assert "error barrier" in table and f"{saved['barrier']:.2%}" in table
+    assert "rounds 1, 2" in table and f"{saved['barrier']:.2%}" in table
+    assert (run_dir / "analysis" / "lmc_round_01.json").is_file()
+    # both rounds' barriers against density: the instability figure of lth report --plot-dir
+    written = lth_ok("report", str(run_dir), "--plot-dir", str(tmp_path / "figures"), capsys=capsys)
+    assert str(tmp_path / "figures" / "instability_vs_density.png") in written
     assert [p["alpha"] for p in saved["points"]] == pytest.approx([0, 1 / 3, 2 / 3, 1])
     assert saved["seeds"]["first"] == 0 and saved["seeds"]["second"] != 0
     errors = [p["test_error"] for p in saved["points"]]
