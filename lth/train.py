@@ -257,13 +257,15 @@ class Trainer:
                 correct_sum += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
                 if self.evaluation_due():
-                    self.record(evaluate(model, data.val) if data.val is not None else None, evaluate(model, data.test))
+                    self.evaluate_now()
                 if on_progress is not None and self.step % PROGRESS_EVERY == 0:
                     on_progress(self.step, self.finite_mean(loss_sum, seen), correct_sum.item() / seen)
                 if after_step is not None:
                     self.seconds = time.perf_counter() - started
                     after_step(self)
-                if self.end_reason is not None:
+                if self.end_reason is not None:  # a round stopped early ends with an evaluation
+                    if not self.history or self.history[-1].step != self.step:
+                        self.evaluate_now()
                     break
             epoch_loss = self.finite_mean(loss_sum, seen)
             if on_progress is not None:
@@ -314,6 +316,10 @@ class Trainer:
             end_reason=self.end_reason,
             steps_saved=self.total_steps - self.step,
         )
+
+    def evaluate_now(self) -> None:
+        data = self.data
+        self.record(evaluate(self.model, data.val) if data.val is not None else None, evaluate(self.model, data.test))
 
     def record(self, val: tuple[float, float] | None, test: tuple[float, float]) -> None:
         """Add the evaluation (loss, accuracy) on the validation and test sets after the current step."""
