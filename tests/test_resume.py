@@ -99,7 +99,8 @@ def test_kill_9_mid_rigl_round_then_resume_is_bit_identical(tmp_path, capsys):
     assert not (run_dir / "round_00").exists() and max(states) > 7, "the kill did not land after a mask update"
     lth_ok("resume", str(run_dir), capsys=capsys)
     assert_same_results(run_dir, reference)
-    assert len(json.loads((run_dir / "round_00" / "metrics.json").read_text())["mask_updates"]) == 20  # 7..140 < 0.75 x 192
+    updates = json.loads((run_dir / "round_00" / "metrics.json").read_text())["mask_updates"]
+    assert len(updates) == 20  # after steps 7, 14, ..., 140 < 0.75 x 192
 
 
 @pytest.mark.slow
