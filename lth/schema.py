@@ -184,7 +184,7 @@ class PruneConfig:
     # `early_ticket_window` evaluations below `early_ticket_epsilon` (measured default, see README)
     early_ticket: bool = False
     early_ticket_window: int = 5
-    early_ticket_epsilon: float = 0.01
+    early_ticket_epsilon: float = 0.1
 
     def __post_init__(self) -> None:
         require(0 <= self.rate < 1, "prune.rate", self.rate, "a fraction with 0 <= rate < 1")

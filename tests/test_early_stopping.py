@@ -34,3 +34,5 @@ def test_an_early_ticket_stops_round_0_when_its_mask_settles_and_imp_goes_on_fro
     assert first["early_ticket_step"] == first["steps"] == 15 and first["steps_saved"] == 15
     assert second["steps"] == 30 and "early_ticket_step" not in second  # later rounds train their full length
     assert all(e["mask_distance"] is not None for e in second["history"][1:])  # still recorded, to see it settle
+    lth_ok("report", str(run_dir), "--plot-dir", str(tmp_path / "figures"), capsys=capsys)
+    assert (tmp_path / "figures" / "mask_distance.png").stat().st_size > 0  # one line per round
