@@ -368,6 +368,10 @@ class Config:
             allowed = f"before the end of round 0 (train.epochs={self.train.epochs})"
             require(before_end, "prune.rewind_to", self.prune.rewind_to, allowed)
         self._check_lockstep()
+        watched = self.train.patience == 0 or self.dataset.val_size > 0
+        require(
+            watched, "train.patience", self.train.patience, "0 with dataset.val_size=0 (it watches the validation loss)"
+        )
         if isinstance(self.dataset, SyntheticDatasetConfig):
             synthetic = self.dataset
             train_ok = synthetic.train_size > synthetic.val_size

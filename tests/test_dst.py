@@ -136,11 +136,12 @@ def test_static_keeps_its_random_uniform_mask_and_a_dense_round_0_comes_only_if_
         ("prune.early_ticket=true", "prune.early_ticket"),
         ("prune.masks_from=/tmp", "prune.masks_from"),
         ("train.replicates=2", "train.replicates"),
+        ("train.patience=3 dataset.val_size=0", "train.patience"),
     ],
 )
 def test_bad_sparse_training_input_is_refused_in_one_line_naming_the_key(tmp_path, capsys, override, key):
-    code, out, err = lth_in_process("run", *DST_FAST, "prune=rigl", override, f"hydra.run.dir={tmp_path / 'r'}",
-                                    capsys=capsys)  # fmt: skip
+    run_dir = f"hydra.run.dir={tmp_path / 'r'}"
+    code, out, err = lth_in_process("run", *DST_FAST, "prune=rigl", *override.split(), run_dir, capsys=capsys)
     assert code == 2, out + err
     assert err.startswith(f"lth: error: {key}=") and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
