@@ -45,7 +45,8 @@ def arm_name(label: dict[str, Any]) -> str:
     words = []
     sparse = str(label.get("prune.schedule")) in _SPARSE
     for key, value in label.items():
-        if key in _IMPLIED or (sparse and key in ("prune.rounds", "prune.distribution")):
+        # a sparse arm's density is its table row and its x: one name across densities makes it one column and line
+        if key in _IMPLIED or (sparse and key in ("prune.rounds", "prune.distribution", "prune.target_density")):
             continue
         if key in _WORDS:
             if value != _DEFAULTS[key]:

@@ -150,12 +150,15 @@ Arms = Sequence[tuple[Group, str]]  # each group of runs with its name in the fi
 def accuracy_vs_density(ax: Axes, arms: Arms, metric: str) -> None:
     """`metric` against density, one line per arm with error bars over seeds; for accuracies and losses the dense
     round as a dashed reference per arm. Arms sit at slightly shifted densities and have their own markers, so
-    arms with equal values stay visible."""
+    arms with equal values stay visible. Arms of one name (RigL at each of its densities) are one line."""
     label, scale, dense_reference = METRICS[metric]
-    for index, (group, name) in enumerate(arms):
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for group, name in arms:
+        lines.setdefault(name, []).extend(p for p in group.rounds() if p[metric] is not None)
+    for index, (name, points) in enumerate(lines.items()):
         color = f"C{index % 10}"
-        points = [p for p in group.rounds() if p[metric] is not None]
-        shift = 1 + 0.012 * (index - (len(arms) - 1) / 2)  # on the log axis: the same small offset everywhere
+        points.sort(key=lambda p: -p["density"]["mean"])
+        shift = 1 + 0.012 * (index - (len(lines) - 1) / 2)  # on the log axis: the same small offset everywhere
         ax.errorbar(
             [p["density"]["mean"] * shift for p in points],
             [p[metric]["mean"] * scale for p in points],

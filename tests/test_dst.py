@@ -145,3 +145,12 @@ def test_bad_sparse_training_input_is_refused_in_one_line_naming_the_key(tmp_pat
     assert code == 2, out + err
     assert err.startswith(f"lth: error: {key}=") and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_sparse_arm_is_one_table_column_across_its_densities(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    lth_ok("run", "-m", *DST_FAST, "prune=static", "prune.target_density=0.5,0.2", f"hydra.sweep.dir={sweep}",
+           capsys=capsys)  # fmt: skip
+    header, _, *rows = lth_ok("report", str(sweep), "--table", "markdown", capsys=capsys).strip().splitlines()
+    assert header.startswith("| density | static ERK (n = 1) |") and header.count("|") == 3
+    assert [row.split("|")[1].strip() for row in rows] == ["50.00%", "20.00%"]
