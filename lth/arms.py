@@ -48,6 +48,8 @@ def arm_name(label: dict[str, Any]) -> str:
         # a sparse arm's density is its table row and its x: one name across densities makes it one column and line
         if key in _IMPLIED or (sparse and key in ("prune.rounds", "prune.distribution", "prune.target_density")):
             continue
+        if value is None and key in ("prune.distribution", "prune.target_density"):  # unset beside a sparse arm
+            continue
         if key in _WORDS:
             if value != _DEFAULTS[key]:
                 words.append(_WORDS[key].get(str(value), f"{key.rpartition('.')[2]} {value}"))

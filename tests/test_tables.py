@@ -28,6 +28,7 @@ from lth.report import configuration, group_runs, load_runs
         ({"prune.schedule": "static", "prune.distribution": "erk", "prune.rounds": 0}, "static ERK"),
         ({"prune.schedule": "static", "prune.distribution": "uniform"}, "static uniform"),
         ({"prune.schedule": "iterative", "prune.early_ticket": True}, "early-bird ticket"),
+        ({"prune.schedule": "iterative", "prune.target_density": None, "prune.distribution": None}, "ticket"),
     ],
 )
 def test_arm_names(label, name):
