@@ -27,20 +27,28 @@ _WORDS: dict[str, dict[str, str]] = {
         "synflow": "SynFlow",
         "magnitude_increase": "magnitude increase",
     },
-    "prune.schedule": {"oneshot": "one-shot"},
+    "prune.schedule": {"oneshot": "one-shot", "static": "static", "set": "SET", "rigl": "RigL"},
     "prune.scope": {"global": "global"},
+    "prune.early_ticket": {"True": "early-bird ticket"},
 }
 # the IMP default of each of those keys is the schema's own default
 _DEFAULTS = {key: str(getattr(PruneConfig(), key.partition(".")[2])) for key in _WORDS}
 # keys that only say where a control's masks came from: the control's own keys already name the arm
 _IMPLIED = ("prune.masks_from",)
+# Sparse from the start (lth.dst): one sparse round; SET and RigL are ERK unless said otherwise, static says which
+_SPARSE = {"static": "static", "set": "SET", "rigl": "RigL"}
+_SPREAD = {"erk": "ERK", "uniform": "uniform", "global": "global"}
 
 
 def arm_name(label: dict[str, Any]) -> str:
     """`{'prune.retrain': 'reinit', 'prune.masks_from': '...'}` -> `reinit`; `{'prune.rate': 0.3}` -> `rate 0.3`."""
     words = []
+    sparse = str(label.get("prune.schedule")) in _SPARSE
     for key, value in label.items():
-        if key in _IMPLIED:
+        # a sparse arm's density is its table row and its x: one name across densities makes it one column and line
+        if key in _IMPLIED or (sparse and key in ("prune.rounds", "prune.distribution", "prune.target_density")):
+            continue
+        if value is None and key in ("prune.distribution", "prune.target_density"):  # unset beside a sparse arm
             continue
         if key in _WORDS:
             if value != _DEFAULTS[key]:
@@ -50,5 +58,16 @@ def arm_name(label: dict[str, Any]) -> str:
         else:
             shown = value if isinstance(value, str) else json.dumps(value)
             words.append(f"{key.rpartition('.')[2].replace('_', ' ')} {shown.rstrip('/').rpartition('/')[2]}")
+    if sparse:
+        words = [_sparse_name(label), *(w for w in words if w not in _SPARSE.values())]
     words = list(dict.fromkeys(words))  # random pruning named by two keys reads once
     return ", ".join(words) if words else "ticket"
+
+
+def _sparse_name(label: dict[str, Any]) -> str:
+    """`RigL`, `SET`, `static ERK`, `static uniform`, `RigL uniform`: the method and, unless ERK, its spread."""
+    method = _SPARSE[str(label["prune.schedule"])]
+    spread = str(label.get("prune.distribution", "erk"))
+    if method == "static" or spread != "erk":
+        return f"{method} {_SPREAD.get(spread, spread)}"
+    return method

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth import checks, data, loggers, replicates, retrain
+from lth import checks, data, dst, early_ticket, loggers, replicates, retrain
 from lth.checkpoint import (
     REWIND_FILE,
     clear_states,
@@ -65,11 +65,47 @@ class StepHooks:
     round_index: int
     rewind_step: int  # k, the step whose weights round 0 seals as θk
     every: int  # steps between saved training states (0: none)
+    masks_update: dst.MaskUpdater | None = None  # SET and RigL: the round's mask updates
+    ticket: early_ticket.EarlyTicket | None = None  # prune.early_ticket: how the next round's mask settles
 
     def __call__(self, trainer: Trainer) -> None:
         self.rewind_point(trainer)
+        self.update_masks(trainer)
+        self.watch_ticket(trainer)
         self.checkpoint(trainer)
         self.stop(trainer)
+
+    def update_masks(self, trainer: Trainer) -> None:
+        if self.masks_update is not None and self.masks_update.due(trainer):
+            self.masks_update.update(trainer)
+
+    def watch_ticket(self, trainer: Trainer) -> None:
+        if self.ticket is not None and trainer.history and trainer.history[-1].step == trainer.step:
+            self.ticket.after_evaluation(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the hooks add to a saved training state: the current mask and its updates, the last ticket mask."""
+        state: dict[str, Any] = {}
+        if self.masks_update is not None:
+            state["masks_update"] = self.masks_update.state_dict()
+        if self.ticket is not None:
+            state["early_ticket"] = self.ticket.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], trainer: Trainer) -> None:
+        if self.masks_update is not None:
+            self.masks_update.load_state_dict(state["masks_update"], trainer)
+        if self.ticket is not None:
+            self.ticket.load_state_dict(state["early_ticket"])
+
+    def metrics(self, result: TrainResult) -> dict[str, Any]:
+        """What metrics.json records of the hooks: the mask updates and the early-ticket step."""
+        metrics: dict[str, Any] = {}
+        if self.masks_update is not None:
+            metrics["mask_updates"] = self.masks_update.history
+        if self.ticket is not None and self.round_index == 0:
+            metrics["early_ticket_step"] = result.steps if result.end_reason == "early_ticket" else None
+        return metrics
 
     def rewind_point(self, trainer: Trainer) -> None:
         if self.round_index == 0 and trainer.step == self.rewind_step:
@@ -81,7 +117,8 @@ class StepHooks:
         due = self.every and trainer.step % self.every == 0 and trainer.step < trainer.total_steps
         if due or self.rounds.stop.received:
             cfg = self.rounds.cfg
-            save_state(self.rounds.run_dir, self.round_index, trainer.step, trainer.state_dict(), cfg.checkpoint.keep)
+            state = trainer.state_dict() | self.state_dict()
+            save_state(self.rounds.run_dir, self.round_index, trainer.step, state, cfg.checkpoint.keep)
 
     def stop(self, trainer: Trainer) -> None:
         if self.rounds.stop.received:
@@ -138,17 +175,21 @@ class Rounds:
         checks.require(round_checks, round_index)
 
         trainer = self.trainer(masks, round_index)
-        saved = load_state(self.run_dir, round_index, warn=lambda message: self.display.console.print(message))
-        if saved is not None:
-            trainer.load_state_dict(saved)
-        else:
-            trainer.step = retrain.first_step(cfg, round_index, trainer.steps_per_epoch)
+        rewind_step = to_steps(cfg.prune.rewind_to, trainer.steps_per_epoch)
         hooks = StepHooks(
             self,
             round_index,
-            rewind_step=to_steps(cfg.prune.rewind_to, trainer.steps_per_epoch),
+            rewind_step=rewind_step,
             every=to_steps(cfg.checkpoint.every, trainer.steps_per_epoch),
+            masks_update=dst.updater(cfg.prune, masks, cfg.seed, round_index),
+            ticket=early_ticket.watch(cfg.prune, masks, output_layer(model), round_index, rewind_step),
         )
+        saved = load_state(self.run_dir, round_index, warn=lambda message: self.display.console.print(message))
+        if saved is not None:
+            trainer.load_state_dict(saved)
+            hooks.load_state_dict(saved, trainer)
+        else:
+            trainer.step = retrain.first_step(cfg, round_index, trainer.steps_per_epoch)
         if round_index == 0 and hooks.rewind_step == 0:
             self.save_rewind_point()
         return RoundStart(round_index, started, masks, groups, start_state, round_checks, trainer, hooks)
@@ -163,6 +204,8 @@ class Rounds:
         """Check the trained round, then publish its weights, masks and metrics."""
         run_dir, model, masks, round_index = self.run_dir, self.model, begun.masks, begun.round_index
         round_checks = begun.checks | checks.check_end(model, masks, begun.groups)
+        if begun.after_step.masks_update is not None:
+            round_checks |= begun.after_step.masks_update.checks
         checks.require(round_checks, round_index)
         metrics = {
             "round": round_index,
@@ -173,6 +216,7 @@ class Rounds:
             "layer_density": layer_densities(masks),
             "collapsed_layers": collapsed_layers(masks),
             **result.metrics(),
+            **begun.after_step.metrics(result),
             "checks": round_checks,
             "seconds": time.perf_counter() - begun.started,
         }
@@ -186,16 +230,20 @@ class Rounds:
         return retrain.round_trainer(self.cfg, self.model, masks, self.dataset, round_index, seed=self.cfg.seed)
 
     def next_masks(self, round_index: int, start: Weights) -> tuple[Masks, list[PruneGroup]]:
-        """Round r's masks and the groups they were planned in: round 0 is dense; round r prunes by
+        """Round r's masks and the groups they were planned in: round 0 is dense (the sparse round of static, SET
+        and RigL draws its mask at random, lth.dst; a round before it is dense); round r prunes by
         `prune.criterion` from the round `prune.schedule` names (r-1, or 0 when one-shot), or takes the masks of
         `prune.masks_from`; `prune.control` then alters them."""
         prune = self.cfg.prune
         control = CONTROLS[prune.control]
         output = output_layer(self.model)
-        if round_index == 0:
-            masks = dense_masks(self.model)
-            return masks, plan_round(masks, output, prune, 0)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, RANDOM_PRUNING, round_index))
+        if round_index == 0 or SCHEDULES[prune.schedule].from_start:
+            masks = dense_masks(self.model)
+            groups = plan_round(masks, output, prune, round_index)
+            if round_index == prune.rounds and SCHEDULES[prune.schedule].from_start:  # static, SET, RigL
+                masks = dst.initial_masks(masks, groups, generator, prune.min_layer_density)
+            return masks, groups
         if self.borrowed_from is not None:
             masks = self.borrowed_masks(self.borrowed_from, round_index)
             groups = [PruneGroup((name,), int(mask.sum())) for name, mask in masks.items()]

@@ -8,6 +8,8 @@
 - training curves: test accuracy against the training step of chosen rounds.
 - linear mode connectivity (Frankle et al., ICML 2020): test error along the line between two trainings of a
   round, from `lth analyze lmc` results where they exist.
+- mask distance against step, one line per round, for runs with `prune.early_ticket` (You et al. 2020): how
+  fast the mask the next round would take settles.
 
 matplotlib is imported here only, with the Agg backend (no display needed), so `lth --help` stays fast.
 """
@@ -65,6 +67,8 @@ def render(
     if any(_lmc_results(run) for run in runs):
         figures.append(("lmc", lambda ax: lmc_curves(ax, runs)))
         figures.append(("instability_vs_density", lambda ax: instability(ax, drawn)))
+    if any(_mask_distances(run) for run in runs):
+        figures.append(("mask_distance", lambda ax: mask_distance_curves(ax, drawn)))
     title = title or describe(runs)
     written = []
     if plot is not None:
@@ -147,19 +151,22 @@ Arms = Sequence[tuple[Group, str]]  # each group of runs with its name in the fi
 def accuracy_vs_density(ax: Axes, arms: Arms, metric: str) -> None:
     """`metric` against density, one line per arm with error bars over seeds; for accuracies and losses the dense
     round as a dashed reference per arm. Arms sit at slightly shifted densities and have their own markers, so
-    arms with equal values stay visible."""
+    arms with equal values stay visible. Arms of one name (RigL at each of its densities) are one line."""
     label, scale, dense_reference = METRICS[metric]
-    for index, (group, name) in enumerate(arms):
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for group, name in arms:
+        lines.setdefault(name, []).extend(p for p in group.rounds() if p[metric] is not None)
+    for index, (name, points) in enumerate(lines.items()):
         color = f"C{index % 10}"
-        points = [p for p in group.rounds() if p[metric] is not None]
-        shift = 1 + 0.012 * (index - (len(arms) - 1) / 2)  # on the log axis: the same small offset everywhere
+        points.sort(key=lambda p: -p["density"]["mean"])
+        shift = 1 + 0.012 * (index - (len(lines) - 1) / 2)  # on the log axis: the same small offset everywhere
         ax.errorbar(
             [p["density"]["mean"] * shift for p in points],
             [p[metric]["mean"] * scale for p in points],
             yerr=[p[metric]["std"] * scale for p in points],
             color=color, marker=_MARKERS[index % len(_MARKERS)], markersize=4, capsize=3, label=name,
         )  # fmt: skip
-        if dense_reference and points and points[0]["round"] == 0:
+        if dense_reference and points and points[0]["density"]["mean"] == 1:  # a sparse-from-the-start arm has none
             ax.axhline(points[0][metric]["mean"] * scale, color=color, linestyle="--", linewidth=1, alpha=0.7)
     if dense_reference:
         ax.plot([], [], color="grey", linestyle="--", label="dense (round 0)")
@@ -282,6 +289,40 @@ def instability(ax: Axes, arms: Arms) -> None:
     ax.set_ylabel("error barrier along the line (percentage points)")
     ax.set_title("Instability: the barrier between two trainings of a round")
     _legend(ax)
+
+
+def mask_distance_curves(ax: Axes, arms: Arms) -> None:
+    """The normalised Hamming distance between the next round's masks at consecutive evaluations, against step:
+    one line per round (mean over seeds), for runs that recorded it (`prune.early_ticket`)."""
+    for index, (group, arm) in enumerate(arms):
+        style = _LINESTYLES[index % len(_LINESTYLES)]
+        longest = max(len(run.rows) for run in group.runs)
+        for round_index in range(longest):
+            by_step = [
+                {e["step"]: e["mask_distance"] for e in run.history(round_index) if e.get("mask_distance") is not None}
+                for run in group.runs
+                if len(run.rows) > round_index
+            ]
+            steps = sorted(set(by_step[0]).intersection(*by_step[1:]))
+            if steps:
+                means = [sum(distances[step] for distances in by_step) / len(by_step) for step in steps]
+                name = f"round {round_index}"
+                ax.plot(
+                    steps,
+                    means,
+                    style,
+                    color=f"C{round_index % 10}",
+                    label=name if len(arms) == 1 else f"{name}, {arm}",
+                )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("mask distance to the previous evaluation")
+    ax.set_title("How the next round's mask settles (You et al. 2020)")
+    _legend(ax)
+
+
+def _mask_distances(run: Run) -> bool:
+    """Whether any round of `run` recorded mask distances (`prune.early_ticket`)."""
+    return any(e.get("mask_distance") is not None for index in range(len(run.rows)) for e in run.history(index))
 
 
 def _density_axis(ax: Axes, groups: Sequence[Group]) -> None:

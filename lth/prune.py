@@ -76,16 +76,19 @@ Plan = Callable[[Masks, str, PruneConfig, int], list[PruneGroup]]  # (layers pru
 class Schedule:
     plan: Plan  # round r's groups and how many weights each keeps
     pruned_from: Callable[[int], int]  # the round whose survivors round r prunes
+    from_start: bool = False  # sparse from the start (lth.dst): the last round's mask is drawn, not pruned
 
 
 SCHEDULES: dict[str, Schedule] = {}  # `prune.schedule=<name>`; lth.schema.SCHEDULES lists the same names
 
 
-def register_schedule(name: str, *, pruned_from: Callable[[int], int]) -> Callable[[Plan], Plan]:
+def register_schedule(
+    name: str, *, pruned_from: Callable[[int], int], from_start: bool = False
+) -> Callable[[Plan], Plan]:
     """Add a pruning schedule under `prune.schedule=<name>`."""
 
     def add(plan: Plan) -> Plan:
-        SCHEDULES[name] = Schedule(plan, pruned_from)
+        SCHEDULES[name] = Schedule(plan, pruned_from, from_start)
         return plan
 
     return add
@@ -116,6 +119,18 @@ def oneshot(layers: Masks, output: str, cfg: PruneConfig, round_index: int) -> l
     target = cfg.target_density if cfg.target_density is not None and round_index > 0 else None
     density = target if target is not None else (1 - cfg.rate) ** round_index
     return _spread(layers, density, distribution(cfg), cfg.min_layer_density)
+
+
+def sparse_from_start(layers: Masks, output: str, cfg: PruneConfig, round_index: int) -> list[PruneGroup]:
+    """Static, SET and RigL train one sparse round, the last (`prune.rounds`: 0, or 1 after a dense round 0), at
+    `target_density` spread by `prune.distribution` (erk in their presets, as in RigL); a round before it is dense."""
+    assert cfg.target_density is not None  # the schema requires it for these schedules
+    density = cfg.target_density if round_index == cfg.rounds else 1.0
+    return _spread(layers, density, distribution(cfg), cfg.min_layer_density)
+
+
+for _method in ("static", "set", "rigl"):  # the mask updates that tell them apart are lth.dst's
+    register_schedule(_method, pruned_from=lambda round_index: round_index, from_start=True)(sparse_from_start)
 
 
 def _spread(layers: Masks, density: float, spread: str, min_layer_density: float | None) -> list[PruneGroup]:

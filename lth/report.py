@@ -23,6 +23,7 @@ from rich.table import Table
 
 from lth.checkpoint import RUN_FILE, find_runs, published_rounds, read_json, round_dir
 from lth.errors import ConfigError, RunFailed
+from lth.schema import SPARSE_FROM_START
 
 # The metrics aggregated over seeds (the JSON row contract's numbers, see DESIGN.md). The headline is the test
 # accuracy at the step of the lowest validation loss (the papers' measure); `best_test_accuracy`, the best test
@@ -232,6 +233,9 @@ def group_runs(runs: Sequence[Run], by: Sequence[str] | None = None) -> list[Gro
     """Runs grouped by the keys `by` (default: every configuration key that varies), in first-seen order."""
     if by is None:
         by = varying_keys(runs)
+        if any(run.config.get("prune.schedule") in SPARSE_FROM_START for run in runs):
+            # a sparse-from-the-start arm is named by its method and spread even when no other arm differs there
+            by = [*by, *(key for key in ("prune.schedule", "prune.distribution") if key not in by)]
     else:
         known = set().union(*(run.config for run in runs))
         for key in by:

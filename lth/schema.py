@@ -25,7 +25,10 @@ SCOPES = ("layerwise", "global")
 GROUPS = ("model", "dataset", "prune", "train")
 # Choices with a registry in code; tests keep each tuple equal to its registry's names.
 CRITERIA = ("magnitude", "magnitude_increase", "random", "snip", "grasp", "synflow")  # lth.criteria.CRITERIA
-SCHEDULES = ("iterative", "oneshot")  # lth.prune.SCHEDULES
+SCHEDULES = ("iterative", "oneshot", "static", "set", "rigl")  # lth.prune.SCHEDULES
+# Sparse from the start (lth.dst): one sparse round at `prune.target_density`; set and rigl change its mask as it trains
+SPARSE_FROM_START = ("static", "set", "rigl")
+DROP_SCHEDULES = ("cosine", "constant", "linear")  # how SET's and RigL's drop fraction anneals (lth.dst)
 CONTROLS = ("none", "shuffle_layer", "invert", "signed_constant")  # lth.controls.CONTROLS
 RETRAIN = ("rewind", "lr_rewind", "finetune", "reinit")  # lth.retrain.RULES
 DISTRIBUTIONS = ("uniform", "global", "erk")
@@ -64,6 +67,7 @@ Distribution = choices("Distribution", DISTRIBUTIONS)
 Optimizer = choices("Optimizer", OPTIMIZERS)
 LRSchedule = choices("LRSchedule", LR_SCHEDULES)
 Logger = choices("Logger", LOGGERS)
+DropSchedule = choices("DropSchedule", DROP_SCHEDULES)
 
 
 def refuse(key: str, value: Any, allowed: str) -> None:
@@ -173,6 +177,17 @@ class PruneConfig:
     control: Control = Control["none"]
     masks_from: str | None = None  # a run directory whose masks this run trains with (controls, transfer)
     masks_round: int | None = None  # with masks_from: use this round's mask in every pruned round
+    # Dynamic sparse training (schedule set | rigl; Mocanu et al. 2018, Evci et al. 2020; defaults RigL's):
+    update_every: int = 100  # steps between mask updates (RigL's ΔT)
+    drop_fraction: float = 0.3  # fraction of each layer's survivors dropped (and regrown) at the first update
+    drop_schedule: DropSchedule = DropSchedule["cosine"]  # cosine | constant | linear anneal to update_until
+    update_until: float = 0.75  # fraction of the round's training after which the mask stays fixed (RigL: 0.75)
+    # Early-bird tickets (You et al. 2020): round 0 stops once the magnitude mask the next round would take
+    # has settled: the largest normalised Hamming distance between consecutive evaluations' masks over the last
+    # `early_ticket_window` evaluations below `early_ticket_epsilon` (measured default, see README)
+    early_ticket: bool = False
+    early_ticket_window: int = 5
+    early_ticket_epsilon: float = 0.1
 
     def __post_init__(self) -> None:
         require(0 <= self.rate < 1, "prune.rate", self.rate, "a fraction with 0 <= rate < 1")
@@ -186,6 +201,7 @@ class PruneConfig:
         self._check_plan()
         require_duration("prune.rewind_to", self.rewind_to, "a step or epoch count such as 0, 500it or 2ep")
         self._check_masks_from()
+        self._check_sparse_training()
 
     def _check_plan(self) -> None:
         if self.conv_rate is not None:
@@ -196,10 +212,11 @@ class PruneConfig:
         if self.target_density is not None:
             target = self.target_density
             require(0 < target <= 1, "prune.target_density", target, "a density with 0 < density <= 1, or null")
-            require(oneshot, "prune.target_density", target, "null unless prune.schedule=oneshot")
+            allowed = "null unless prune.schedule is oneshot, " + ", ".join(SPARSE_FROM_START)
+            require(oneshot or self.schedule in SPARSE_FROM_START, "prune.target_density", target, allowed)
             curve = "1 when prune.target_density is set (prune.target_density=null traces the one-shot curve over "
             curve += "rounds)"
-            require(self.rounds == 1, "prune.rounds", self.rounds, curve)
+            require(self.rounds == 1 or not oneshot, "prune.rounds", self.rounds, curve)
         if oneshot:
             for key in ("output_rate", "conv_rate"):
                 value = getattr(self, key)
@@ -215,6 +232,27 @@ class PruneConfig:
         for key in ("score_examples_per_class", "synflow_iterations"):
             value = getattr(self, key)
             require(value >= 1, f"prune.{key}", value, "an integer >= 1")
+
+    def _check_sparse_training(self) -> None:
+        """Static, SET and RigL: one sparse round (the last), its mask drawn at random, not taken from a run."""
+        self.drop_schedule = choice("prune.drop_schedule", self.drop_schedule, DropSchedule)
+        require(self.update_every >= 1, "prune.update_every", self.update_every, "an integer >= 1 (steps)")
+        require(0 < self.drop_fraction < 1, "prune.drop_fraction", self.drop_fraction, "a fraction with 0 < f < 1")
+        until = self.update_until
+        require(0 < until <= 1, "prune.update_until", until, "a fraction of the round's training, 0 < f <= 1")
+        for key in ("early_ticket_window", "early_ticket_epsilon"):
+            require(getattr(self, key) > 0, f"prune.{key}", getattr(self, key), "a number > 0")
+        if self.schedule not in SPARSE_FROM_START:
+            return
+        method = f"prune.schedule={self.schedule}"
+        target = self.target_density
+        require(target is not None, "prune.target_density", target, f"a density with 0 < density <= 1 with {method}")
+        dense_first = f"0 (the sparse round alone) or 1 (a dense round 0 first) with {method}"
+        require(self.rounds in (0, 1), "prune.rounds", self.rounds, dense_first)
+        random_mask = f"null with {method} (its mask is drawn at random at the start, not taken from a run)"
+        require(self.masks_from is None, "prune.masks_from", self.masks_from, random_mask)
+        no_dense_round = f"false with {method} (there is no dense round 0 whose mask could settle)"
+        require(not self.early_ticket, "prune.early_ticket", self.early_ticket, no_dense_round)
 
     def _check_masks_from(self) -> None:
         if self.masks_from is None:
@@ -250,6 +288,7 @@ class TrainConfig:
     # train seeds seed..seed+N-1 together in one process, each in its own run directory <run dir>/seed_<s>, with
     # the results of runs alone (lth.replicates); many small runs share the device instead of queueing for it
     replicates: int = 1
+    patience: int = 0  # stop a round after N evaluations without a lower validation loss; 0: the full length
 
     def __post_init__(self) -> None:
         self.optimizer = choice("train.optimizer", self.optimizer, Optimizer)
@@ -269,6 +308,7 @@ class TrainConfig:
         require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         require_choice("train.precision", str(self.precision), PRECISIONS)
         require(self.eval_every >= 0, "train.eval_every", self.eval_every, "an integer >= 0")
+        require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0: off)")
         self._check_replicates()
 
     def _check_replicates(self) -> None:
@@ -285,6 +325,8 @@ class TrainConfig:
         )
         require(not self.compile, "train.compile", self.compile, f"false {batched}")
         require(not self.channels_last, "train.channels_last", self.channels_last, f"false {batched}")
+        together = f"0 {batched} (replicates train in lockstep to the end of the round)"
+        require(self.patience == 0, "train.patience", self.patience, together)
 
 
 @dataclass
@@ -328,7 +370,23 @@ class Config:
             before_end = int(rewind["count"]) < self.train.epochs
             allowed = f"before the end of round 0 (train.epochs={self.train.epochs})"
             require(before_end, "prune.rewind_to", self.prune.rewind_to, allowed)
+        self._check_lockstep()
+        watched = self.train.patience == 0 or self.dataset.val_size > 0
+        require(
+            watched, "train.patience", self.train.patience, "0 with dataset.val_size=0 (it watches the validation loss)"
+        )
         if isinstance(self.dataset, SyntheticDatasetConfig):
             synthetic = self.dataset
             train_ok = synthetic.train_size > synthetic.val_size
             require(train_ok, "dataset.train_size", synthetic.train_size, "an integer > dataset.val_size")
+
+    def _check_lockstep(self) -> None:
+        """Batched replicates (lth.replicates) share one mask stack and train every step to the end together."""
+        count = self.train.replicates
+        if count == 1:
+            return
+        lockstep = "1 with {} (batched replicates train in lockstep under fixed masks to the end of the round)"
+        if self.prune.schedule in ("set", "rigl"):
+            refuse("train.replicates", count, lockstep.format(f"prune.schedule={self.prune.schedule}"))
+        if self.prune.early_ticket:
+            refuse("train.replicates", count, lockstep.format("prune.early_ticket=true"))

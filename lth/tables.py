@@ -28,21 +28,26 @@ METRICS = {
 def pivot(groups: Sequence[Group], metric: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the density × arm table of `metric`."""
     cells: dict[float, dict[int, dict[str, float]]] = {}
-    for column, group in enumerate(groups):
-        for row in group.rounds():
-            if row["density"] is None or row.get(metric) is None:
-                continue
-            cells.setdefault(round(row["density"]["mean"], 4), {})[column] = row[metric]
+    names: list[str] = []
+    for group in groups:
+        # arms of one name (RigL at 20% and RigL at 5%, each a configuration) share a column where they do not collide
+        name, points = arm_name(group.label), [r for r in group.rounds() if r["density"] and r.get(metric)]
+        densities = [round(row["density"]["mean"], 4) for row in points]
+        free = name in names and all(names.index(name) not in cells.get(d, {}) for d in densities)
+        column = names.index(name) if free else len(names)
+        if not free:
+            names.append(name)
+        for density, row in zip(densities, points, strict=True):
+            cells.setdefault(density, {})[column] = row[metric]
     counts = {stat["n"] for by_arm in cells.values() for stat in by_arm.values()}
     same_n = len(counts) == 1
-    names = [arm_name(group.label) for group in groups]
     suffix = f" (n = {counts.pop()})" if same_n else ""
     header = ["density", *(f"{name}{suffix}" for name in names)]
     percent = METRICS[metric][1]
     body = []
     for density in sorted(cells, reverse=True):
         row = [f"{density:.2%}"]
-        for column in range(len(groups)):
+        for column in range(len(names)):
             stat = cells[density].get(column)
             row.append("" if stat is None else _cell(stat, percent, show_n=not same_n))
         body.append(row)

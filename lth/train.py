@@ -46,6 +46,9 @@ class Evaluation:
     test_loss: float
     test_accuracy: float
     lr: float  # the learning rate of the last step taken
+    # normalised Hamming distance of the mask the next round would take to the previous evaluation's
+    # (prune.early_ticket, lth.early_ticket); None when not tracked
+    mask_distance: float | None = None
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TrainResult:
     early_stop: Evaluation | None  # the evaluation with the lowest validation loss
     best_test_accuracy: float
     history: list[Evaluation] = field(default_factory=list)
+    end_reason: str | None = None  # why the round stopped before its planned length (patience, early_ticket)
+    steps_saved: int = 0  # planned steps not trained because of that
 
     def metrics(self) -> dict:
         return {
@@ -68,6 +73,8 @@ class TrainResult:
             "early_stop_val_loss": self.early_stop.val_loss if self.early_stop else None,
             "early_stop_test_accuracy": self.early_stop.test_accuracy if self.early_stop else None,
             "history": [asdict(e) for e in self.history],
+            "end_reason": self.end_reason,
+            "steps_saved": self.steps_saved,
         }
 
 
@@ -173,6 +180,8 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0  # training time summed over every process that worked on this round
         self.history: list[Evaluation] = []
+        # set to stop the round after the current step: `train.patience`, or a step hook (an early ticket)
+        self.end_reason: str | None = None
         torch.manual_seed(derive_seed(seed, TRAINING, round_index))  # dropout and other in-model randomness, per round
 
     def state_dict(self) -> dict[str, Any]:
@@ -188,6 +197,7 @@ class Trainer:
             "seconds": self.seconds,
             "history": [asdict(e) for e in self.history],
             "cpu_rng": torch.get_rng_state(),
+            "end_reason": self.end_reason,
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -201,6 +211,7 @@ class Trainer:
         self.step = state["step"]
         self.seconds = state["seconds"]
         self.history = [Evaluation(**e) for e in state["history"]]
+        self.end_reason = state.get("end_reason")
         torch.set_rng_state(state["cpu_rng"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
@@ -216,6 +227,8 @@ class Trainer:
         device = data.train.y.device
         model.train()
         for epoch in range(self.step // self.steps_per_epoch, cfg.epochs):
+            if self.end_reason is not None:
+                break
             loss_sum = torch.zeros((), device=device)
             correct_sum = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
@@ -244,12 +257,16 @@ class Trainer:
                 correct_sum += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
                 if self.evaluation_due():
-                    self.record(evaluate(model, data.val) if data.val is not None else None, evaluate(model, data.test))
+                    self.evaluate_now()
                 if on_progress is not None and self.step % PROGRESS_EVERY == 0:
                     on_progress(self.step, self.finite_mean(loss_sum, seen), correct_sum.item() / seen)
                 if after_step is not None:
                     self.seconds = time.perf_counter() - started
                     after_step(self)
+                if self.end_reason is not None:  # a round stopped early ends with an evaluation
+                    if not self.history or self.history[-1].step != self.step:
+                        self.evaluate_now()
+                    break
             epoch_loss = self.finite_mean(loss_sum, seen)
             if on_progress is not None:
                 on_progress(self.step, epoch_loss, correct_sum.item() / seen)
@@ -259,9 +276,18 @@ class Trainer:
 
     def epoch_batches(self, epoch: int) -> tuple[Tensor, ...]:
         """The index batches of `epoch` not yet trained on, in the order drawn from (seed, round, epoch)."""
+        return self._all_batches(epoch)[self.step - epoch * self.steps_per_epoch :]
+
+    def _all_batches(self, epoch: int) -> tuple[Tensor, ...]:
         generator = torch.Generator().manual_seed(self._seed(DATA_ORDER, epoch))
         order = torch.randperm(len(self.data.train), generator=generator).to(self.data.train.y.device)
-        return order.split(self.cfg.batch_size)[self.step - epoch * self.steps_per_epoch :]
+        return order.split(self.cfg.batch_size)
+
+    def last_batch(self) -> tuple[Tensor, Tensor]:
+        """The inputs and labels of the step just taken (augmented for the current step count): what a mask update
+        computes its dense gradient on (lth.dst)."""
+        epoch, index = divmod(self.step - 1, self.steps_per_epoch)
+        return self.batch(self._all_batches(epoch)[index])
 
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """The training inputs and labels at `indices`, augmented for the current step."""
@@ -287,13 +313,26 @@ class Trainer:
             early_stop=min(validated, key=lambda e: e.val_loss) if validated else None,
             best_test_accuracy=max(e.test_accuracy for e in self.history),
             history=self.history,
+            end_reason=self.end_reason,
+            steps_saved=self.total_steps - self.step,
         )
+
+    def evaluate_now(self) -> None:
+        data = self.data
+        self.record(evaluate(self.model, data.val) if data.val is not None else None, evaluate(self.model, data.test))
 
     def record(self, val: tuple[float, float] | None, test: tuple[float, float]) -> None:
         """Add the evaluation (loss, accuracy) on the validation and test sets after the current step."""
         val_loss, val_accuracy = val if val is not None else (None, None)
         lr = self.lr_at(self.step - 1)
         self.history.append(Evaluation(self.step, val_loss, val_accuracy, *test, lr))
+        if self.cfg.patience and self._evaluations_without_improvement() >= self.cfg.patience:
+            self.end_reason = "patience"
+
+    def _evaluations_without_improvement(self) -> int:
+        """Validated evaluations since the one with the lowest validation loss (the early-stop step)."""
+        losses = [e.val_loss for e in self.history if e.val_loss is not None]
+        return len(losses) - 1 - losses.index(min(losses)) if losses else 0
 
     def finite_mean(self, loss_sum: Tensor, count: int) -> float:
         """The running training loss; a NaN or infinite loss stops the round (the run is marked failed)."""

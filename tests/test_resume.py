@@ -91,6 +91,22 @@ def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path, reference, delay,
     kill_and_resume(tmp_path, reference, delay, 0, capsys)
 
 
+def test_kill_9_mid_rigl_round_then_resume_is_bit_identical(tmp_path, capsys):
+    """The mask RigL has grown so far is part of the training state: a kill between its updates, then a resume,
+    gives the uninterrupted run's masks, weights and update history."""
+    args = [*KILLABLE, "prune=rigl", "prune.rounds=0", "train.epochs=8", "prune.update_every=7"]  # 192 steps
+    reference = tmp_path / "reference"
+    lth_ok("run", *args, f"hydra.run.dir={reference}", capsys=capsys)
+    run_dir = tmp_path / "killed"
+    kill_during_training(args, tmp_path, run_dir, 0.4)
+    states = [json.loads(p.read_text())["step"] for p in (run_dir / "state").glob("*.json")]
+    assert not (run_dir / "round_00").exists() and max(states) > 7, "the kill did not land after a mask update"
+    lth_ok("resume", str(run_dir), capsys=capsys)
+    assert_same_results(run_dir, reference)
+    updates = json.loads((run_dir / "round_00" / "metrics.json").read_text())["mask_updates"]
+    assert len(updates) == 20  # after steps 7, 14, ..., 140 < 0.75 x 192
+
+
 @pytest.mark.slow
 def test_kill_9_at_ten_random_moments(tmp_path, reference, capsys):
     rng = random.Random(2026)

@@ -23,6 +23,12 @@ from lth.report import configuration, group_runs, load_runs
         ({"prune.rewind_to": "0"}, "rewind to θ0"),
         ({"prune.rewind_to": "500it"}, "rewind to 500it"),
         ({"prune.retrain": "lr_rewind"}, "LR rewinding"),
+        ({"prune.schedule": "rigl", "prune.distribution": "erk", "prune.rounds": 0}, "RigL"),
+        ({"prune.schedule": "set", "prune.distribution": "uniform"}, "SET uniform"),
+        ({"prune.schedule": "static", "prune.distribution": "erk", "prune.rounds": 0}, "static ERK"),
+        ({"prune.schedule": "static", "prune.distribution": "uniform"}, "static uniform"),
+        ({"prune.schedule": "iterative", "prune.early_ticket": True}, "early-bird ticket"),
+        ({"prune.schedule": "iterative", "prune.target_density": None, "prune.distribution": None}, "ticket"),
     ],
 )
 def test_arm_names(label, name):
