@@ -67,11 +67,13 @@ class StepHooks:
     every: int  # steps between saved training states (0: none)
     masks_update: dst.MaskUpdater | None = None  # SET and RigL: the round's mask updates
     ticket: early_ticket.EarlyTicket | None = None  # prune.early_ticket: how the next round's mask settles
+    stream: loggers.TensorBoardRound | None = None  # logger=tensorboard: the round's live scalars
 
     def __call__(self, trainer: Trainer) -> None:
         self.rewind_point(trainer)
         self.update_masks(trainer)
         self.watch_ticket(trainer)
+        self.stream_evaluation(trainer)
         self.checkpoint(trainer)
         self.stop(trainer)
 
@@ -82,6 +84,10 @@ class StepHooks:
     def watch_ticket(self, trainer: Trainer) -> None:
         if self.ticket is not None and trainer.history and trainer.history[-1].step == trainer.step:
             self.ticket.after_evaluation(trainer)
+
+    def stream_evaluation(self, trainer: Trainer) -> None:
+        if self.stream is not None and trainer.history and trainer.history[-1].step == trainer.step:
+            self.stream.evaluation(trainer.history[-1])
 
     def state_dict(self) -> dict[str, Any]:
         """What the hooks add to a saved training state: the current mask and its updates, the last ticket mask."""
@@ -159,7 +165,22 @@ class Rounds:
     def run_round(self, round_index: int) -> dict[str, Any]:
         begun = self.begin_round(round_index)
         self.display_round(begun)
-        return self.finish_round(begun, begun.trainer.run(on_progress=self.display.step, after_step=begun.after_step))
+        stream = begun.after_step.stream = loggers.live_stream(
+            self.cfg.logger, self.run_dir, round_index, begun.trainer.step
+        )
+        if stream is None:
+            return self.finish_round(
+                begun, begun.trainer.run(on_progress=self.display.step, after_step=begun.after_step)
+            )
+
+        def progress(step: int, loss: float, accuracy: float) -> None:
+            self.display.step(step, loss, accuracy)
+            stream.train(step, loss, accuracy)
+
+        try:
+            return self.finish_round(begun, begun.trainer.run(on_progress=progress, after_step=begun.after_step))
+        finally:
+            stream.close()
 
     def begin_round(self, round_index: int) -> RoundStart:
         """Everything before round r trains: prune, reset the survivors, check, and the Trainer (its saved state

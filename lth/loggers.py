@@ -1,19 +1,24 @@
 """Metrics streams beside each round's metrics.json: `metrics.jsonl` always, TensorBoard with `logger=tensorboard`.
 
-Both are written when a round is published and only from what was published, so they never show a number
-that a finished round does not hold: `metrics.jsonl` is rewritten whole (atomically) from every round's
-metrics.json, so a crash or a resume can neither duplicate nor drop lines; TensorBoard gets the new round's
-scalars appended.
+`metrics.jsonl` is written when a round is published and only from what was published, so it never shows a
+number that a finished round does not hold: it is rewritten whole (atomically) from every round's metrics.json,
+so a crash or a resume can neither duplicate nor drop lines. TensorBoard is live: while a round trains it gets
+the training loss and accuracy every few steps and each evaluation as it is made, one folder per round
+(`tensorboard/round_NN/`: the rounds side by side as TensorBoard runs), and a resumed round first drops what the
+stopped process wrote after its saved state; the rounds' summaries go to `tensorboard/rounds/` at publish.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lth.checkpoint import atomic_write, read_json, round_dir
-from lth.distributed import main_only
+from lth.distributed import is_main, main_only
+
+if TYPE_CHECKING:
+    from lth.train import Evaluation
 
 JSONL_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -48,12 +53,39 @@ def _lines(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def _tensorboard(run_dir: Path, metrics: dict[str, Any]) -> None:
     from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package; imported only when asked
 
-    round_index = metrics["round"]
-    with SummaryWriter(str(run_dir / TENSORBOARD_DIR)) as writer:
-        for evaluation in metrics["history"]:
-            for key in ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "lr"):
-                if evaluation.get(key) is not None:
-                    writer.add_scalar(f"round_{round_index:02d}/{key}", evaluation[key], evaluation["step"])
+    with SummaryWriter(str(run_dir / TENSORBOARD_DIR / "rounds")) as writer:
         for key in _SUMMARY:
             if metrics.get(key) is not None:
-                writer.add_scalar(f"rounds/{key}", metrics[key], round_index)
+                writer.add_scalar(f"rounds/{key}", metrics[key], metrics["round"])
+
+
+class TensorBoardRound:
+    """A round's live TensorBoard stream (`logger=tensorboard`): `train` is a progress callback of the train loop,
+    `evaluation` takes each evaluation as it is recorded."""
+
+    def __init__(self, run_dir: Path, round_index: int, step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = run_dir / TENSORBOARD_DIR / f"round_{round_index:02d}"
+        self.writer = SummaryWriter(str(folder), purge_step=step or None)  # resumed at `step`: later events go
+
+    def train(self, step: int, loss: float, accuracy: float) -> None:
+        self.writer.add_scalar("train/loss", loss, step)
+        self.writer.add_scalar("train/accuracy", accuracy, step)
+
+    def evaluation(self, evaluation: Evaluation) -> None:
+        for split in ("val", "test"):
+            for metric in ("loss", "accuracy"):
+                value = getattr(evaluation, f"{split}_{metric}")
+                if value is not None:
+                    self.writer.add_scalar(f"{split}/{metric}", value, evaluation.step)
+        self.writer.add_scalar("train/lr", evaluation.lr, evaluation.step)
+        self.writer.flush()  # an evaluation is worth seeing now, not when the writer's buffer fills
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def live_stream(logger: str, run_dir: Path, round_index: int, step: int) -> TensorBoardRound | None:
+    """The stream a round writes while it trains from `step`, or None (no live logger; not rank 0)."""
+    return TensorBoardRound(run_dir, round_index, step) if logger == "tensorboard" and is_main() else None

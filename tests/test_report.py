@@ -142,10 +142,13 @@ def test_metrics_jsonl_and_tensorboard_hold_every_published_evaluation(tmp_path,
         (m["round"], e["step"]) for m in metrics for e in m["history"]
     ]
     assert [line["test_accuracy"] for line in lines if line["kind"] == "round"] == [m["test_accuracy"] for m in metrics]
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    summary = events.Scalars("rounds/test_accuracy")
-    assert [s.step for s in summary] == [0, 1]
-    assert [s.value for s in summary] == pytest.approx([m["test_accuracy"] for m in metrics])
-    curve = events.Scalars("round_01/test_accuracy")
-    assert [s.step for s in curve] == [e["step"] for e in metrics[1]["history"]]
+    summary = EventAccumulator(str(run_dir / "tensorboard" / "rounds"))
+    summary.Reload()
+    rounds = summary.Scalars("rounds/test_accuracy")
+    assert [s.step for s in rounds] == [0, 1]
+    assert [s.value for s in rounds] == pytest.approx([m["test_accuracy"] for m in metrics])
+    live = EventAccumulator(str(run_dir / "tensorboard" / "round_01"))  # written while round 1 trained
+    live.Reload()
+    assert [s.step for s in live.Scalars("test/accuracy")] == [e["step"] for e in metrics[1]["history"]]
+    assert [s.value for s in live.Scalars("val/loss")] == pytest.approx([e["val_loss"] for e in metrics[1]["history"]])
+    assert [s.step for s in live.Scalars("train/loss")] and all(s.value > 0 for s in live.Scalars("train/loss"))
