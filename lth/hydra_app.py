@@ -42,6 +42,10 @@ def main(composed: DictConfig) -> None:
             sys.exit(error.exit_code)
         return
     sweeps.stop_when_launcher_dies(hydra_config.launcher)
+    if sweeps.runs_in_parallel(hydra_config.launcher):
+        from lth import ui
+
+        ui.label_lines(sweeps.job_label(hydra_config))  # side by side, every line says which job it is from
     sweeps.update_job(status="running", dir=str(run_dir), threads=torch.get_num_threads(), started=now())
     try:
         _run(composed, run_dir, sweep_job=True)

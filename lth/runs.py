@@ -146,7 +146,7 @@ def _run_rounds(
             console.print(line, soft_wrap=True)
         with (
             StopSignals() as stop,
-            RunDisplay(live=lead.ui.progress, console=console) as display,
+            RunDisplay(live=lead.ui.progress, console=console, width=lead.ui.width) as display,
             _outcome(opened, console, resume_path),
         ):
             group = [member.rounds(display, stop) for member in opened]

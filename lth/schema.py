@@ -343,6 +343,10 @@ class CheckpointConfig:
 @dataclass
 class UIConfig:
     progress: bool = True  # live progress bars; false for scripts and CI
+    width: int | None = None  # columns of the output; None: the terminal's, else wide enough for every table
+
+    def __post_init__(self) -> None:
+        require(self.width is None or self.width >= 40, "ui.width", self.width, "null or an integer >= 40")
 
 
 @dataclass

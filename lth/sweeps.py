@@ -92,6 +92,22 @@ def job_threads(launcher: DictConfig | None) -> int | None:
     return None
 
 
+def job_label(hydra: DictConfig) -> str:
+    """`job 3 (seed=1 prune.rate=0.3)`: the job's number and its values of the keys the sweep varies."""
+    sweep_dir, task = Path(hydra.sweep.dir), list(hydra.overrides.task)
+    try:
+        swept = set(read_json(sweep_dir / SWEEP_FILE)["swept"])
+    except (OSError, ValueError, KeyError):
+        swept = set()
+    values = [override for override in task if override.partition("=")[0].lstrip("+~") in swept]
+    return f"job {hydra.job.num}" + (f" ({' '.join(values)})" if values else "")
+
+
+def runs_in_parallel(launcher: DictConfig | None) -> bool:
+    """Whether the launcher runs jobs side by side in processes sharing one output (joblib with n_jobs != 1)."""
+    return launcher is not None and "joblib" in str(launcher.get("_target_", "")) and launcher.get("n_jobs") != 1
+
+
 _launcher_pid: int | None = None  # in a joblib worker: the `lth run -m` process that launched it
 
 

@@ -54,12 +54,40 @@ class ReaderlessStdout:
         return getattr(self._stream, name)
 
 
+class LabelledLines:
+    """Standard output whose every line starts with a label: jobs run side by side (joblib) write into one
+    terminal or log, and each line must say which job it comes from."""
+
+    def __init__(self, stream: Any, label: str) -> None:
+        self._stream = stream
+        self._label = f"[{label}] "
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            if self._at_line_start and piece.strip("\r\n"):
+                self._stream.write(self._label)
+            self._stream.write(piece)
+            self._at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+def label_lines(label: str) -> None:
+    """Prefix every line this process prints (stdout and stderr) with `label`."""
+    sys.stdout = LabelledLines(sys.stdout, label)
+    sys.stderr = LabelledLines(sys.stderr, label)
+
+
 def outlive_reader() -> None:
     """Make `sys.stdout` a `ReaderlessStdout` (for the commands that train: `lth run`, `lth resume`)."""
     if not isinstance(sys.stdout, ReaderlessStdout):
         sys.stdout = ReaderlessStdout(sys.stdout)
 
 
+WIDE_PROGRESS = 110  # columns below which the progress bar drops what it can spare
 LOG_WIDTH = 240  # columns of a console that is not a terminal: a log or a pipe never wraps a table
 
 
@@ -80,8 +108,17 @@ class RunDisplay:
     """Progress bars when `live` in a terminal; in a log (SLURM, `| tee`, `ui.progress` on but no terminal) a
     progress line at a steady rhythm instead; a plain line per finished round either way."""
 
-    def __init__(self, live: bool, console: Console | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        live: bool,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        width: int | None = None,
+    ) -> None:
         self.console = console or make_console()
+        if width is not None:  # ui.width
+            self.console.width = width
+        self.compact = self.console.width < WIDE_PROGRESS
         self.live = live and self.console.is_terminal
         self.log_lines = live and not self.console.is_terminal
         self._clock = clock
@@ -90,12 +127,19 @@ class RunDisplay:
 
     def __enter__(self) -> RunDisplay:
         if self.live:
+            # In a narrow terminal (80 columns) the step count and the ETA keep their room; the bar, the accuracy
+            # and the elapsed time give theirs up.
+            metrics = (
+                "loss {task.fields[loss]:.3f}"
+                if self.compact
+                else ("loss {task.fields[loss]:.4f}  acc {task.fields[accuracy]:.2%}")
+            )
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=8 if self.compact else 40),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[accuracy]:.2%}"),
-                TimeElapsedColumn(),
+                TextColumn(metrics),
+                *([] if self.compact else [TimeElapsedColumn()]),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
                 console=self.console,
@@ -161,6 +205,8 @@ class RunDisplay:
 
     def _describe(self, step: int) -> str:
         epoch = min(step // self._steps_per_epoch + 1, self._epochs)
+        if self.compact and self._progress is not None:
+            return f"r{self._round} {self._density:.1%} ep {epoch}/{self._epochs}"
         return f"round {self._round} · density {self._density:.1%} · epoch {epoch}/{self._epochs}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from helpers import FAST, lth
 
 
@@ -50,6 +51,31 @@ def test_a_log_gets_progress_lines_at_a_steady_rhythm():
     now[0] = 61.0  # a slow round: the minute rule decides
     display.step(40, 0.5, 0.9)
     assert len(out.getvalue().splitlines()) == 10 and "step 40/100000" in out.getvalue().splitlines()[-1]
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_progress_bar_keeps_its_step_count_and_eta_in_any_terminal(width):
+    import io
+
+    from rich.console import Console
+
+    from lth.ui import RunDisplay
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=width, color_system=None)
+    with RunDisplay(live=True, console=console) as display:
+        display.start_round(12, 0.036, total_steps=50_000, steps_per_epoch=917)
+        display.step(45_020, 0.1234, 0.987)
+        display._progress.refresh()
+    shown = [line for line in out.getvalue().replace("\r", "\n").splitlines() if "45020/50000" in line]
+    assert shown and all(len(line) <= width for line in shown) and "eta" in shown[-1]
+    assert ("acc 98.70%" in shown[-1]) == (width > 80)  # a narrow bar gives up the accuracy first
+
+
+def test_ui_width_sets_the_output_width():
+    from lth.ui import RunDisplay
+
+    assert RunDisplay(live=False, width=100).console.width == 100
 
 
 def test_an_exported_ticket_is_right_on_unit_and_raw_inputs(tmp_path):

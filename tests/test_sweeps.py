@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 from helpers import FAST, lth, lth_in_process, lth_ok
 from omegaconf import OmegaConf
 
-from lth import config, sweeps
+from lth import config, sweeps, ui
 from lth.errors import Interrupted, RunFailed
 from lth.signals import StopSignals
 from lth.train import Trainer
@@ -68,11 +69,23 @@ def test_a_failed_job_is_recorded_and_the_others_still_run(tmp_path, monkeypatch
 def test_joblib_preset_runs_jobs_side_by_side_sharing_the_cores(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**WORKTREE, "LTH_JOBS": "2"}
-    lth("run", "-m", "hydra/launcher=lth_joblib", "seed=0,1", *DENSE, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
+    run = lth(
+        "run", "-m", "hydra/launcher=lth_joblib", "seed=0,1", *DENSE, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env
+    )
+    ours = [line for line in run.stdout.splitlines() if line.strip() and "[HYDRA]" not in line]
+    assert ours and all(line.startswith(("[job 0 (seed=0)] ", "[job 1 (seed=1)] ")) for line in ours), ours
     jobs = record(sweep)["jobs"]
     assert [job["status"] for job in jobs] == ["finished", "finished"]
     assert {job["threads"] for job in jobs} == {max(1, sweeps.cores() // 2)}
     assert all(run_status(sweep / str(num)) == "finished" for num in (0, 1))
+
+
+def test_lines_of_parallel_jobs_are_labelled_even_when_written_in_pieces():
+    out = io.StringIO()
+    labelled = ui.LabelledLines(out, "job 3 (seed=1)")
+    labelled.write("round 0 ")
+    labelled.write("done\nround 1 done\n\n")
+    assert out.getvalue() == "[job 3 (seed=1)] round 0 done\n[job 3 (seed=1)] round 1 done\n\n"
 
 
 @pytest.mark.slow  # several interpreters start: about 25 s
