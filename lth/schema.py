@@ -20,7 +20,7 @@ from typing import Any
 from lth.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")  # adamw: decoupled weight decay (Loshchilov & Hutter 2019)
 SCOPES = ("layerwise", "global")
 GROUPS = ("model", "dataset", "prune", "train")
 # Choices with a registry in code; tests keep each tuple equal to its registry's names.
@@ -36,6 +36,11 @@ DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500i
 # Keys that may change when a run is resumed: they do not change any result (batched replicates equal runs
 # alone, to float rounding).
 RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replicates")
+# Keys added after run records were pinned (tests/fixtures/config_records.json), with their defaults: a key at its
+# default is left out of run.json and the config hash, so every earlier run keeps its hash and can be resumed.
+LATER_KEYS: dict[str, Any] = {"train.grad_clip": None}
+VOCABS = ("char", "byte")  # text datasets: the training split's characters (plus one unknown id) | UTF-8 bytes
+POOLS = ("cls", "mean")  # vision transformer: the class token | the mean of the patch tokens
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
 REQUIRED: Any = "???"
 
@@ -100,6 +105,62 @@ class ModelConfig:
     # name, source and width are checked against the registry (lth.models.check_name), which knows the names
 
 
+def _at_least(key: str, value: int | None, low: int) -> None:
+    require(value is None or value >= low, key, value, f"an integer >= {low}, or null (the model's default)")
+
+
+@dataclass
+class ViTModelConfig(ModelConfig):
+    """`model=vit` (lth/models/vit.py); unset keys take the model's defaults there."""
+
+    patch_size: int | None = None  # P: the image is cut into P x P patches (P must divide its height and width)
+    n_layer: int | None = None  # transformer blocks
+    n_head: int | None = None  # attention heads (must divide model.width)
+    mlp_ratio: int | None = None  # MLP hidden width / model.width
+    pool: str | None = None  # cls (class token) | mean (of the patch tokens)
+
+    def __post_init__(self) -> None:
+        for key in ("patch_size", "n_layer", "n_head", "mlp_ratio"):
+            _at_least(f"model.{key}", getattr(self, key), 1)
+        if self.pool is not None:
+            require_choice("model.pool", self.pool, POOLS)
+
+
+@dataclass
+class GPTModelConfig(ModelConfig):
+    """`model=gpt` (lth/models/gpt.py), a decoder-only transformer language model."""
+
+    n_layer: int = 5  # the defaults of lth/models/gpt.py: about 1M parameters with a character vocabulary
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int | None = None  # longest context (position embeddings); unset: the dataset's dataset.block_size
+    tie_embeddings: bool = True  # the output layer is the token embedding (one tensor, one mask)
+
+    def __post_init__(self) -> None:
+        for key in ("n_layer", "n_head", "n_embd"):
+            _at_least(f"model.{key}", getattr(self, key), 1)
+        _at_least("model.block_size", self.block_size, 1)
+        heads = f"a multiple of model.n_head={self.n_head}"
+        require(self.n_embd % self.n_head == 0, "model.n_embd", self.n_embd, heads)
+
+
+@dataclass
+class LSTMModelConfig(ModelConfig):
+    """`model=lstm` (lth/models/lstm.py), an LSTM language model."""
+
+    n_layer: int = 2
+    hidden: int = 256  # LSTM units per layer
+    n_embd: int = 64  # token embedding size
+
+    def __post_init__(self) -> None:
+        for key in ("n_layer", "hidden", "n_embd"):
+            _at_least(f"model.{key}", getattr(self, key), 1)
+
+
+# Models whose config has keys beyond ModelConfig's; their YAML files start from these schemas too.
+MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {"vit": ViTModelConfig, "gpt": GPTModelConfig, "lstm": LSTMModelConfig}
+
+
 @dataclass
 class DatasetConfig:
     name: str = REQUIRED  # key in the dataset registry (lth/data)
@@ -139,10 +200,36 @@ class ImageFolderDatasetConfig(DatasetConfig):
         require(self.image_size >= 8, "dataset.image_size", self.image_size, "an integer >= 8")
 
 
+@dataclass
+class TextDatasetConfig(DatasetConfig):
+    """A text corpus for language models (lth/data/text.py): contiguous train, validation and test stretches of
+    the text, the same for every seed; a training example is a window of `block_size` tokens."""
+
+    val_size: int = 0  # not used: the validation split is dataset.val_fraction of the text
+    vocab: str = "char"  # char (the training split's characters, plus one unknown id) | byte (256)
+    block_size: int = 128  # tokens per window (the context a language model trains and is evaluated on)
+    val_fraction: float = 0.05  # the stretch after the training text, for early stopping
+    test_fraction: float = 0.05  # the end of the text
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.val_size == 0, "dataset.val_size", self.val_size, "0 for a text dataset (dataset.val_fraction)")
+        require(self.subset is None, "dataset.subset", self.subset, "null for a text dataset")
+        require_choice("dataset.vocab", self.vocab, VOCABS)
+        require(self.block_size >= 1, "dataset.block_size", self.block_size, "an integer >= 1")
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            require(0 < value < 1, f"dataset.{key}", value, "a fraction with 0 < fraction < 1")
+        held_out = self.val_fraction + self.test_fraction
+        require(held_out < 1, "dataset.test_fraction", self.test_fraction, f"below {1 - self.val_fraction:g} (1 - dataset.val_fraction)")
+
+
 # Datasets whose config has keys beyond DatasetConfig's; their YAML files start from these schemas too.
 DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
     "synthetic": SyntheticDatasetConfig,
     "imagefolder": ImageFolderDatasetConfig,
+    "shakespeare": TextDatasetConfig,
+    "textfile": TextDatasetConfig,
 }
 
 
@@ -244,6 +331,7 @@ class TrainConfig:
     precision: str = "32"  # 32 | bf16 | fp16 (autocast; fp16 with loss scaling)
     compile: bool = False  # torch.compile the forward pass (falls back to eager, with a warning, if it fails)
     channels_last: bool = False  # NHWC memory format for conv nets (faster convolutions on GPUs)
+    grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step; unset: never
     # train seeds seed..seed+N-1 together in one process, each in its own run directory <run dir>/seed_<s>, with
     # the results of runs alone (lth.replicates); many small runs share the device instead of queueing for it
     replicates: int = 1
@@ -266,6 +354,8 @@ class TrainConfig:
         require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         require_choice("train.precision", str(self.precision), PRECISIONS)
         require(self.eval_every >= 0, "train.eval_every", self.eval_every, "an integer >= 0")
+        clip = self.grad_clip
+        require(clip is None or (math.isfinite(clip) and clip > 0), "train.grad_clip", clip, "a number > 0, or null")
         self._check_replicates()
 
     def _check_replicates(self) -> None:
@@ -281,6 +371,8 @@ class TrainConfig:
             f"32 or bf16 {batched} (one fp16 loss scale would skip every replicate's step together)",
         )
         require(not self.compile, "train.compile", self.compile, f"false {batched}")
+        # one norm over the stacked replicates would couple them
+        require(self.grad_clip is None, "train.grad_clip", self.grad_clip, f"null {batched}")
         require(not self.channels_last, "train.channels_last", self.channels_last, f"false {batched}")
 
 

@@ -95,7 +95,7 @@ def test_attention_sees_every_patch():
 @pytest.mark.parametrize(
     ("shape", "width", "message"),
     [
-        ((1, 30, 30), None, "the patch size 4 does not divide the 30x30 images"),
+        ((1, 30, 30), None, "model.patch_size=4 is not allowed; model.patch_size must divide the 30x30 images"),
         (MNIST, 66, "model.width=66 is not allowed; model.width must be a multiple of the 4 attention heads"),
         ((20,), None, "a vision transformer needs image inputs of shape (C, H, W), not (20,)"),
     ],
@@ -157,7 +157,7 @@ def test_lth_run_refuses_a_patch_size_that_does_not_divide_the_images_in_one_lin
     assert code == 2
     assert err == (
         "lth: error: model=vit does not fit inputs of shape (1, 30, 30) from the dataset: "
-        "the patch size 4 does not divide the 30x30 images\n"
+        "model.patch_size=4 is not allowed; model.patch_size must divide the 30x30 images\n"
     )
     assert not (tmp_path / "run").exists()  # nothing left on disk
 

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register
+from typing import Any
+
+from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register, task_of
 from lth.errors import ConfigError
 from lth.schema import DatasetConfig, refuse
 from lth.seeds import SUBSET, derive_seed
+from lth.tasks import CLASSIFICATION
 
 FLOAT_CACHE_BYTES = 2**31  # datasets up to 2 GiB as float32 are normalised once (MNIST: 0.2 GiB, CIFAR: 0.7 GiB)
 
@@ -122,6 +125,8 @@ class Dataset:
     input_mean: Tensor | None = None
     input_std: Tensor | None = None
     stored_dtype: torch.dtype | None = None
+    task: str = CLASSIFICATION  # lth.tasks: classification (labels) | language_model (windows of tokens)
+    vocab: Any = None  # language models: the lth.data.text.Vocab the tokens were encoded with
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -134,7 +139,11 @@ def check(cfg: DatasetConfig) -> None:
 
 
 def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
-    raw = _SOURCES[cfg.name].read(cfg)
+    source = _SOURCES[cfg.name]
+    if source.load is not None:
+        return source.load(cfg, seed, device)
+    assert source.read is not None
+    raw = source.read(cfg)
     check_raw(raw, cfg.name)
     if cfg.val_size >= len(raw.train_y):
         refuse("dataset.val_size", cfg.val_size, f"smaller than the {len(raw.train_y)} training examples of {cfg.name}")
@@ -193,7 +202,7 @@ def stratified_subset(labels: Tensor, size: int, generator: torch.Generator) -> 
     return torch.cat(kept).sort().values
 
 
-from lth.data import cifar, idx, imagefolder, svhn, synthetic  # noqa: E402  (sources register themselves)
+from lth.data import cifar, idx, imagefolder, svhn, synthetic, text  # noqa: E402  (sources register themselves)
 
 __all__ = [
     "Augment",
@@ -212,4 +221,6 @@ __all__ = [
     "stratified_subset",
     "svhn",
     "synthetic",
+    "task_of",
+    "text",
 ]
