@@ -221,7 +221,12 @@ class TextDatasetConfig(DatasetConfig):
             value = getattr(self, key)
             require(0 < value < 1, f"dataset.{key}", value, "a fraction with 0 < fraction < 1")
         held_out = self.val_fraction + self.test_fraction
-        require(held_out < 1, "dataset.test_fraction", self.test_fraction, f"below {1 - self.val_fraction:g} (1 - dataset.val_fraction)")
+        require(
+            held_out < 1,
+            "dataset.test_fraction",
+            self.test_fraction,
+            f"below {1 - self.val_fraction:g} (1 - dataset.val_fraction)",
+        )
 
 
 # Datasets whose config has keys beyond DatasetConfig's; their YAML files start from these schemas too.

@@ -34,6 +34,7 @@ from lth.prune import Masks
 from lth.schema import DURATION, TrainConfig
 from lth.seeds import AUGMENT, DATA_ORDER, TRAINING, derive_seed
 from lth.tasks import EVAL_BATCH_SIZE, TASKS, hits, loss
+
 PROGRESS_EVERY = 20  # steps between progress callbacks: frequent enough to watch, rare enough to be free
 
 # step, running train loss, running train accuracy; called every PROGRESS_EVERY steps and at epoch ends

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
-
-from typing import Any
 
 from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register, task_of
 from lth.errors import ConfigError

@@ -232,8 +232,10 @@ def eval_windows(tokens: Tensor, block_size: int, split: str = "val") -> tuple[T
 
 def _corpus(cfg: DatasetConfig) -> Path:
     if cfg.name == "textfile" and cfg.root is None:
-        raise ConfigError("dataset.root=null is not allowed; dataset=textfile needs dataset.root: a UTF-8 file or a "
-                          "folder of *.txt files")
+        raise ConfigError(
+            "dataset.root=null is not allowed; dataset=textfile needs dataset.root: a UTF-8 file or a "
+            "folder of *.txt files"
+        )
     return find_corpus(cfg.name, cfg.root)
 
 
