@@ -47,7 +47,6 @@ commands:
   --version              the installed version of lth
 """
 
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command, rest = (args[0], args[1:]) if args else ("", [])
