@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lth.errors import ConfigError
+from lth.model_schemas import GPTModelConfig, LSTMModelConfig, ViTModelConfig
 from lth.schema import (  # noqa: F401  (re-exported: `from lth.config import PruneConfig` and the like)
     CONTROLS,
     CRITERIA,
@@ -46,16 +47,13 @@ from lth.schema import (  # noqa: F401  (re-exported: `from lth.config import Pr
     CheckpointConfig,
     Config,
     DatasetConfig,
-    GPTModelConfig,
     ImageFolderDatasetConfig,
-    LSTMModelConfig,
     ModelConfig,
     PruneConfig,
     SyntheticDatasetConfig,
     TextDatasetConfig,
     TrainConfig,
     UIConfig,
-    ViTModelConfig,
 )
 from lth.structured import (  # noqa: F401  (re-exported)
     changed_keys,

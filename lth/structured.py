@@ -21,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from lth.errors import ConfigError
+from lth.model_schemas import MODEL_SCHEMAS
 from lth.schema import (
     CRITERIA,
     DATASET_SCHEMAS,
     GROUPS,
     LATER_KEYS,
-    MODEL_SCHEMAS,
     RESUMABLE_KEYS,
     Config,
     DatasetConfig,

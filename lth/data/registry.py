@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lth.schema import DatasetConfig
 from lth.tasks import CLASSIFICATION
-
-if TYPE_CHECKING:
-    from lth.data import Dataset
 
 # A training-batch augmentation: (normalised images (N, C, H, W), seeded generator) -> images of the same shape.
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -40,7 +37,7 @@ class Source:
     task: str = CLASSIFICATION  # what a model learns from it (lth.tasks)
     # builds the Dataset itself instead of `read` (text corpora: contiguous splits, not held-out examples);
     # (config, seed, device) -> Dataset
-    load: Callable[[DatasetConfig, int, torch.device], Dataset] | None = None
+    load: Callable[[DatasetConfig, int, torch.device], Any] | None = None  # a lth.data.splits.Dataset
 
 
 _SOURCES: dict[str, Source] = {}

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lth.data import Dataset, Split
 from lth.data.registry import Source, register
+from lth.data.splits import Dataset, Split
 from lth.errors import ConfigError
 from lth.schema import VOCABS, DatasetConfig, TextDatasetConfig
 from lth.tasks import LANGUAGE_MODEL

@@ -31,9 +31,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lth.errors import ConfigError
+from lth.model_schemas import GPTModelConfig
 from lth.models.registry import register
 from lth.models.transformer import Block, check_heads
-from lth.schema import GPTModelConfig, ModelConfig
+from lth.schema import ModelConfig
 from lth.tasks import LANGUAGE_MODEL
 
 DEFAULTS = {"n_layer": 5, "n_head": 4, "n_embd": 128, "tie_embeddings": True}

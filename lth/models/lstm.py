@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lth.model_schemas import LSTMModelConfig
 from lth.models.gpt import check_lm
 from lth.models.registry import register
-from lth.schema import LSTMModelConfig, ModelConfig
+from lth.schema import ModelConfig
 from lth.tasks import LANGUAGE_MODEL
 
 DEFAULTS = {"n_layer": 2, "hidden": 256, "n_embd": 64}

@@ -31,11 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from lth.errors import ConfigError
+from lth.model_schemas import POOLS
 from lth.models.registry import register
 from lth.models.transformer import Block, check_heads
 from lth.schema import ModelConfig
 
-POOLS = ("cls", "mean")
 # The defaults of `model=vit`, and the config field (lth.schema.ViTModelConfig) each is read from (see `_option`).
 DEFAULTS = {"patch_size": 4, "width": 64, "depth": 6, "heads": 4, "mlp_ratio": 4, "pool": "cls"}
 CONFIG_KEYS = {"patch_size": "patch_size", "width": "width", "depth": "n_layer", "heads": "n_head"}
