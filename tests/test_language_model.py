@@ -5,43 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import lth_in_process, lth_ok
+from helpers import lth_in_process, lth_ok, tiny_gpt, write_text_corpus
 from safetensors.torch import load_file
-
-WORDS = "to be or not that is the question whether tis nobler in the mind to suffer slings and arrows"
-
-
-def write_corpus(path: Path, words: int = 900, seed: int = 0) -> Path:
-    """A small English-like text (about 4,000 characters)."""
-    rng = random.Random(seed)
-    path.write_text(" ".join(rng.choice(WORDS.split()) for _ in range(words)) + "\n", encoding="utf-8")
-    return path
 
 
 def tiny(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
-    """A one-layer GPT on windows of 16 characters: 23 steps a round, seconds on a CPU."""
-    return [
-        "model=gpt",
-        "dataset=textfile",
-        f"dataset.root={corpus}",
-        "dataset.block_size=16",
-        "model.n_layer=1",
-        "model.n_embd=16",
-        "model.n_head=2",
-        "train.batch_size=8",
-        "train.warmup=0",
-        "train.lr=1e-2",
-        "train.eval_every=10",
-        "prune.rounds=1",
-        "ui.progress=false",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
+    return tiny_gpt(corpus, f"hydra.run.dir={run_dir}", *extra)
 
 
 def metrics(run_dir: Path, round_index: int) -> dict:
@@ -50,7 +23,7 @@ def metrics(run_dir: Path, round_index: int) -> dict:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("text") / "corpus.txt")
+    return write_text_corpus(tmp_path_factory.mktemp("text") / "corpus.txt")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +80,7 @@ def test_an_lstm_trains_and_prunes_its_gate_matrices(corpus, tmp_path, capsys):
 
 
 def test_a_ticket_transfers_between_two_corpora_of_one_byte_vocabulary(corpus, tmp_path, capsys):
-    other = write_corpus(tmp_path / "other.txt", seed=1)
+    other = write_text_corpus(tmp_path / "other.txt", seed=1)
     source, target = tmp_path / "source", tmp_path / "target"
     lth_ok("run", *tiny(corpus, source, "dataset.vocab=byte"), capsys=capsys)
     lth_ok("run", *tiny(other, target, "dataset.vocab=byte", f"prune.masks_from={source}"), capsys=capsys)
