@@ -157,9 +157,10 @@ def report(args: list[str]) -> None:
     )
     parser.add_argument(
         "--metric",
-        choices=("early_stop_test_accuracy", "test_accuracy", "early_stop_step"),
+        choices=("early_stop_test_accuracy", "test_accuracy", "early_stop_step", "early_stop_test_bpc", "test_bpc"),
         default="early_stop_test_accuracy",
-        help="what --table and the density figure show (default: test accuracy at the validation-chosen early stop)",
+        help="what --table and the density figure show (default: test accuracy at the validation-chosen early stop; "
+        "the density figure of language models: bits per character)",
     )
     parser.add_argument(
         "--label", action="append", metavar="NAME", help="name of an arm in the figures, once per arm in table order"

@@ -3,6 +3,7 @@ for language models. A leaf (no torch): the report, the plots and the run's own 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,3 +32,11 @@ def headline(row: dict[str, Any]) -> Headline:
 
 def value(number: float | None, lead: Headline) -> str:
     return "-" if number is None else format(number, lead.spec)
+
+
+def group_headline(groups: Sequence[Any]) -> Headline:
+    """The headline of rows of groups of runs (the first finished round's; a report over both kinds uses the
+    first's, and `lth report --plot` refuses to mix them)."""
+    return next(
+        (headline(run.rows[0]) for group in groups for run in group.runs if run.rows), HEADLINES["classification"]
+    )

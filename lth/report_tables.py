@@ -12,16 +12,8 @@ from typing import Any
 
 from rich.table import Table
 
-from lth.headline import HEADLINES, Headline, headline, value
+from lth.headline import HEADLINES, group_headline, headline, value
 from lth.report import Group, Run, csv_text, describe, json_rows, plain
-
-
-def group_headline(groups: Sequence[Group]) -> Headline:
-    """The headline of rows of groups of runs (the first finished round's; a report over both kinds uses the
-    first's, and `lth report --plot` refuses to mix them)."""
-    return next(
-        (headline(run.rows[0]) for group in groups for run in group.runs if run.rows), HEADLINES["classification"]
-    )
 
 
 def print_report(

@@ -119,3 +119,19 @@ def test_an_empty_or_non_utf8_file_is_refused_with_vocab_char(tmp_path, capsys, 
     code, _, err = lth_in_process("run", *tiny(tmp_path / "bad.txt", tmp_path / "run"), capsys=capsys)
     assert code == 2 and err.startswith("lth: error: dataset.root: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_an_exported_language_model_ticket_loads_and_scores_its_bits_per_character(gpt_run, corpus, tmp_path, capsys):
+    from lth.data import text
+    from lth.export import load_ticket
+    from lth.tasks import bits, loss
+
+    lth_ok("export", str(gpt_run), "--round", "1", str(tmp_path / "ticket"), capsys=capsys)
+    card = json.loads((tmp_path / "ticket" / "card.json").read_text())
+    assert card["task"] == "language_model" and card["input_shape"] == [16] and card["inputs"]["vocab"] == "char"
+    model = load_ticket(tmp_path / "ticket")
+    vocab = text.Vocab("char", card["inputs"]["chars"])
+    held_out = text.load_text(corpus, block_size=16)
+    inputs, targets = text.eval_windows(vocab.encode(vocab.decode(held_out.test)), 16, "test")
+    with torch.no_grad():
+        assert bits(loss(model(inputs), targets).item()) == pytest.approx(card["test_bpc"], rel=1e-5)
