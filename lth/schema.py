@@ -149,6 +149,7 @@ class TextDatasetConfig(DatasetConfig):
     the text, the same for every seed; a training example is a window of `block_size` tokens."""
 
     val_size: int = 0  # not used: the validation split is dataset.val_fraction of the text
+    # dataset.subset: train on a seed-fixed subset of N of the training windows (a shorter epoch); unset: all
     vocab: str = "char"  # char (the training split's characters, plus one unknown id) | byte (256)
     block_size: int = 128  # tokens per window (the context a language model trains and is evaluated on)
     val_fraction: float = 0.05  # the stretch after the training text, for early stopping
@@ -157,7 +158,6 @@ class TextDatasetConfig(DatasetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.val_size == 0, "dataset.val_size", self.val_size, "0 for a text dataset (dataset.val_fraction)")
-        require(self.subset is None, "dataset.subset", self.subset, "null for a text dataset")
         require_choice("dataset.vocab", self.vocab, VOCABS)
         require(self.block_size >= 1, "dataset.block_size", self.block_size, "an integer >= 1")
         for key in ("val_fraction", "test_fraction"):

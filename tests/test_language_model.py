@@ -135,3 +135,16 @@ def test_an_exported_language_model_ticket_loads_and_scores_its_bits_per_charact
     inputs, targets = text.eval_windows(vocab.encode(vocab.decode(held_out.test)), 16, "test")
     with torch.no_grad():
         assert bits(loss(model(inputs), targets).item()) == pytest.approx(card["test_bpc"], rel=1e-5)
+
+
+@pytest.mark.parametrize("model", ["gpt", "lstm"])
+def test_the_recipes_and_the_shakespeare_presets_compose(model):
+    from lth import config
+
+    cfg = config.compose([*config.recipe_overrides([f"model={model}"]), f"model={model}"])
+    assert (cfg.dataset.name, cfg.train.optimizer, cfg.dataset.block_size) == ("shakespeare", "adamw", 128)
+    assert cfg.train.grad_clip is not None and cfg.model.n_layer >= 1
+    jobs = config.expand_sweep([f"+experiment={model}_shakespeare"])
+    assert len(jobs) == 6  # 3 seeds x rewinding to initialisation or to step 50
+    preset = config.compose(jobs[-1])
+    assert (preset.model.name, preset.prune.rewind_to, preset.dataset.subset) == (model, "50it", 4000)

@@ -38,7 +38,8 @@ from torch import Tensor
 from lth.data.registry import Source, register
 from lth.data.splits import Dataset, Split
 from lth.errors import ConfigError
-from lth.schema import VOCABS, DatasetConfig, TextDatasetConfig
+from lth.schema import VOCABS, DatasetConfig, TextDatasetConfig, refuse
+from lth.seeds import SUBSET, derive_seed
 from lth.tasks import LANGUAGE_MODEL
 
 FRACTIONS = (0.05, 0.05)  # validation, test; the training split is the rest
@@ -253,8 +254,15 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     (the same shape), its classes the vocabulary. Contiguous splits: the same for every seed."""
     assert isinstance(cfg, TextDatasetConfig)
     corpus = load_text(_corpus(cfg), cfg.vocab, (cfg.val_fraction, cfg.test_fraction), cfg.block_size)
+    train = _split(corpus.train, cfg.block_size, "train", device)
+    if cfg.subset is not None:
+        if cfg.subset > len(train):
+            refuse("dataset.subset", cfg.subset, f"at most the {len(train)} training windows of {cfg.name}, or null")
+        generator = torch.Generator().manual_seed(derive_seed(seed, SUBSET))
+        kept = torch.randperm(len(train), generator=generator)[: cfg.subset].sort().values.to(device)
+        train = Split(train.images[kept], train.y[kept])
     return Dataset(
-        train=_split(corpus.train, cfg.block_size, "train", device),
+        train=train,
         val=_split(corpus.val, cfg.block_size, "val", device),
         test=_split(corpus.test, cfg.block_size, "test", device),
         num_classes=corpus.vocab.size,
