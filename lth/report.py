@@ -26,7 +26,7 @@ from lth.errors import ConfigError, RunFailed
 # accuracy at the step of the lowest validation loss (the papers' measure); `best_test_accuracy`, the best test
 # accuracy over a round's evaluations, is chosen on the test set: an oracle, kept in the JSON rows only.
 AGGREGATED = ("density", "early_stop_test_accuracy", "test_accuracy", "best_test_accuracy", "early_stop_step")
-AGGREGATED += ("early_stop_test_bpc", "test_bpc")  # language models (lth.tasks): bits per character
+LANGUAGE_MODEL_AGGREGATED = ("early_stop_test_bpc", "test_bpc")  # bits per character (lth.tasks), when present
 # What the report, the plots and the export read from a round's metrics.json: key -> (description, check).
 _NUMBER = ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool))
 _METRICS = {
@@ -151,7 +151,7 @@ class Group:
         for index in range(longest):
             members = [run.rows[index] for run in self.runs if len(run.rows) > index]
             row: dict[str, Any] = {"round": index, "n": len(members), "seeds": sorted(r["seed"] for r in members)}
-            for metric in AGGREGATED:
+            for metric in (*AGGREGATED, *LANGUAGE_MODEL_AGGREGATED):
                 row[metric] = mean_std([r[metric] for r in members if r.get(metric) is not None])
             out.append(row)
         return out

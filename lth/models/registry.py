@@ -36,7 +36,7 @@ def names() -> list[str]:
 
 def task_of(cfg: ModelConfig) -> str:
     """The task a model config builds for (torchvision's constructors classify)."""
-    return _TASKS[cfg.name] if cfg.source == "lth" else CLASSIFICATION
+    return _TASKS.get(cfg.name, CLASSIFICATION) if cfg.source == "lth" else CLASSIFICATION
 
 
 def names_for(task: str) -> list[str]:
