@@ -79,6 +79,7 @@ def test_an_lstm_trains_and_prunes_its_gate_matrices(corpus, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # two runs
 def test_a_ticket_transfers_between_two_corpora_of_one_byte_vocabulary(corpus, tmp_path, capsys):
     other = write_text_corpus(tmp_path / "other.txt", seed=1)
     source, target = tmp_path / "source", tmp_path / "target"
@@ -148,3 +149,12 @@ def test_the_recipes_and_the_shakespeare_presets_compose(model):
     assert len(jobs) == 6  # 3 seeds x rewinding to initialisation or to step 50
     preset = config.compose(jobs[-1])
     assert (preset.model.name, preset.prune.rewind_to, preset.dataset.subset) == (model, "50it", 4000)
+
+
+@pytest.mark.slow  # two runs
+def test_batched_gpt_replicates_equal_runs_alone(corpus, tmp_path, capsys):
+    lth_ok("run", *tiny(corpus, tmp_path / "pair", "train.replicates=2", "train.grad_clip=null"), capsys=capsys)
+    lth_ok("run", *tiny(corpus, tmp_path / "alone", "seed=1", "train.grad_clip=null"), capsys=capsys)
+    batched, alone = metrics(tmp_path / "pair" / "seed_1", 1), metrics(tmp_path / "alone", 1)
+    assert batched["test_bpc"] == pytest.approx(alone["test_bpc"], rel=1e-4)
+    assert batched["early_stop_step"] == alone["early_stop_step"]
