@@ -183,7 +183,7 @@ def lmc(run_dir: Path, round_index: int, points: int = 11, seed: int | None = No
         alpha = index / (points - 1)
         model.load_state_dict(_interpolate(first, second, alpha))
         apply_masks(model, masks)  # both ends are zero there already; this keeps the line inside the mask
-        loss, accuracy = evaluate(model, dataset.test)
+        loss, accuracy = evaluate(model, dataset.test, trainer.eval_batch)  # a language model: every next token
         curve.append({"alpha": alpha, "test_error": 1 - accuracy, "test_loss": loss})
     ends = (curve[0]["test_error"] + curve[-1]["test_error"]) / 2
     result = {

@@ -47,6 +47,7 @@ commands:
   --version              the installed version of lth
 """
 
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command, rest = (args[0], args[1:]) if args else ("", [])
@@ -170,9 +171,10 @@ def report(args: list[str]) -> None:
     )
     parser.add_argument(
         "--metric",
-        choices=("early_stop_test_accuracy", "test_accuracy", "early_stop_step"),
+        choices=("early_stop_test_accuracy", "test_accuracy", "early_stop_step", "early_stop_test_bpc", "test_bpc"),
         default="early_stop_test_accuracy",
-        help="what --table and the density figure show (default: test accuracy at the validation-chosen early stop)",
+        help="what --table and the density figure show (default: test accuracy at the validation-chosen early stop; "
+        "the density figure of language models: bits per character)",
     )
     parser.add_argument(
         "--label", action="append", metavar="NAME", help="name of an arm in the figures, once per arm in table order"
@@ -184,6 +186,7 @@ def report(args: list[str]) -> None:
     parser.add_argument("--rounds", type=_rounds, metavar="N[,N]", help="rounds whose training curves to draw")
     parsed = parser.parse_args(args)
     from lth import report as reporting
+    from lth import report_tables
 
     runs = reporting.load_runs(parsed.paths)
     groups = reporting.group_runs(runs, parsed.group_by)
@@ -202,7 +205,7 @@ def report(args: list[str]) -> None:
 
         print(tables.render(groups, parsed.metric, parsed.table), end="")
     else:
-        reporting.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
+        report_tables.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
     if plotting:
         written = plots.render(
             groups, parsed.plot, parsed.plot_dir, rounds, parsed.metric, labels=parsed.label, title=parsed.title

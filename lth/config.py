@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lth.errors import ConfigError
+from lth.model_schemas import GPTModelConfig, LSTMModelConfig, ViTModelConfig
 from lth.schema import (  # noqa: F401  (re-exported: `from lth.config import PruneConfig` and the like)
     CONTROLS,
     CRITERIA,
@@ -50,6 +51,7 @@ from lth.schema import (  # noqa: F401  (re-exported: `from lth.config import Pr
     ModelConfig,
     PruneConfig,
     SyntheticDatasetConfig,
+    TextDatasetConfig,
     TrainConfig,
     UIConfig,
 )
@@ -75,9 +77,13 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     store.store(group="model", name="base_model", node=ModelConfig)
+    store.store(group="model", name="base_vit", node=ViTModelConfig)
+    store.store(group="model", name="base_gpt", node=GPTModelConfig)
+    store.store(group="model", name="base_lstm", node=LSTMModelConfig)
     store.store(group="dataset", name="base_dataset", node=DatasetConfig)
     store.store(group="dataset", name="base_synthetic", node=SyntheticDatasetConfig)
     store.store(group="dataset", name="base_imagefolder", node=ImageFolderDatasetConfig)
+    store.store(group="dataset", name="base_text", node=TextDatasetConfig)
     store.store(group="prune", name="base_prune", node=PruneConfig)
     store.store(group="train", name="base_train", node=TrainConfig)
 

@@ -52,9 +52,11 @@ from lth.checkpoint import (
     write_json,
 )
 from lth.errors import ConfigError, OutputError
+from lth.model_schemas import MODEL_SCHEMAS
 from lth.prune import density, layer_densities
 from lth.schema import ModelConfig
 from lth.structured import from_container, to_container
+from lth.tasks import CLASSIFICATION, TASKS
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -95,10 +97,13 @@ def export(
     masks = load_tensors(folder / "mask.safetensors")
     # The input shape and class count are the dataset's; reading it is the one sure way for every source.
     dataset = data.load(cfg.dataset, cfg.seed, torch.device("cpu"))
+    if compact and dataset.task != CLASSIFICATION:
+        raise ConfigError(f"lth export --compact: {run_dir} is a {dataset.task} run; lth.compact knows classifiers")
     model = models.build(cfg.model, dataset.input_shape, dataset.num_classes)
     model.load_state_dict(state)
     compacted = _compacted(model, masks, round_index, dataset.input_shape, speed_repeats) if compact else None
-    dense_macs = multiply_accumulates(model, dataset.input_shape)
+    example = TASKS[dataset.task].example_input(1, dataset.input_shape, "cpu")  # zeros: images, or token ids
+    dense_macs = multiply_accumulates(model, example)
     per_layer = layer_densities(masks)
     total = sum(value.numel() for value in model.parameters())
     card = {
@@ -108,7 +113,8 @@ def export(
         "seed": cfg.seed,
         "input_shape": list(dataset.input_shape),
         "inputs": input_statistics(dataset),
-        "num_classes": dataset.num_classes,
+        "num_classes": dataset.num_classes,  # a language model's: the vocabulary size
+        "task": dataset.task,
         "round": round_index,
         "weights": weights,
         "density": density(masks),
@@ -124,6 +130,7 @@ def export(
         "test_accuracy": metrics["test_accuracy"],
         "best_test_accuracy": metrics["best_test_accuracy"],
         "early_stop_step": metrics["early_stop_step"],
+        **{key: metrics[key] for key in ("test_bpc", "early_stop_test_bpc") if key in metrics},  # language models
         "source": {"run": str(run_dir.resolve()), "config_hash": record.get("config_hash")},
         "command": run_command(run_dir),
     }
@@ -136,7 +143,7 @@ def export(
         buffer = io.BytesIO()
         with warnings.catch_warnings():  # torch deprecates TorchScript; it was asked for, and still loads anywhere
             warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(torch.jit.trace(model, torch.zeros(1, *dataset.input_shape)), buffer)
+            torch.jit.save(torch.jit.trace(model, example), buffer)
         scripted = buffer.getvalue()
     made = _missing_folders(out)  # the folders this export creates: removed again if writing fails
     try:
@@ -171,7 +178,10 @@ INPUTS = ("normalised", "raw", "unit")
 
 
 def input_statistics(dataset: data.Dataset) -> dict[str, Any]:
-    """The normalisation a ticket's inputs need, for the card: per-channel mean and std in stored units."""
+    """The normalisation a ticket's inputs need, for the card: per-channel mean and std in stored units; for a
+    language model, its vocabulary (`chars`: the characters of ids 0..n-1, id n unknown; or 256 bytes)."""
+    if dataset.vocab is not None:
+        return {"vocab": dataset.vocab.kind, "chars": dataset.vocab.chars}
     assert dataset.input_mean is not None and dataset.input_std is not None
     return {
         "mean": dataset.input_mean.flatten().tolist(),
@@ -210,13 +220,15 @@ def load_ticket(
     except (OSError, ValueError):
         raise ConfigError(f"{path} is not an lth ticket (no readable {CARD_FILE}); write one with lth export") from None
     try:
-        fields = {key: value for key, value in card["model"].items() if key in ModelConfig.__dataclass_fields__}
+        own = card["model"]["source"] == "lth"
+        schema = MODEL_SCHEMAS.get(card["model"]["name"], ModelConfig) if own else ModelConfig
+        fields = {key: value for key, value in card["model"].items() if key in schema.__dataclass_fields__}
         input_shape, classes = tuple(card["input_shape"]), int(card["num_classes"])
     except (KeyError, TypeError, AttributeError, ValueError):
         raise ConfigError(
             f"{path / CARD_FILE} is not an lth ticket card (model, input_shape, num_classes); write one with lth export"
         ) from None
-    model = models.build(ModelConfig(**fields), input_shape, classes)
+    model = models.build(schema(**fields), input_shape, classes)
     if compact and "compact" not in card:
         raise ConfigError(f"{path} holds no compacted model; export it with lth export --compact")
     use_compact = "compact" in card and compact is not False
@@ -233,6 +245,8 @@ def load_ticket(
     except Exception as error:  # safetensors' errors, a missing file, tensors of another model
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"{weights} does not hold this ticket's weights ({reason})") from None
+    if inputs != "normalised" and card.get("task", CLASSIFICATION) != CLASSIFICATION:
+        raise ConfigError(f"inputs={inputs!r} is for images; {path} is a {card['task']} ticket (it takes token ids)")
     if inputs != "normalised":
         stats = card.get("inputs")
         if stats is None:
@@ -267,16 +281,22 @@ def _compacted(
     return result.model, entry
 
 
-def multiply_accumulates(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+def multiply_accumulates(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     """Multiply-accumulates of each prunable (linear or conv) layer for one example, by its weight's name.
 
     Counted with forward hooks on a copy of the model on the meta device (shapes only, no arithmetic, no
     memory): each output element of a layer costs one MAC per weight feeding it, i.e. output elements times
     weight[0].numel() (in_features; in_channels/groups × kernel size). Sparse MACs are these times the layer's
-    density, the count a sparse kernel would do (no real kernel reaches it)."""
+    density, the count a sparse kernel would do (no real kernel reaches it). `example`: one example's input (a
+    batch of 1). An embedding is a lookup, not counted; nor is a tied output layer (the embedding matrix applied
+    with F.linear, no module)."""
     meta = copy.deepcopy(model).to("meta")
     prunable = set(models.prunable_weights(meta))
-    names = {module: f"{name}.weight" for name, module in meta.named_modules() if f"{name}.weight" in prunable}
+    names = {
+        module: f"{name}.weight"
+        for name, module in meta.named_modules()
+        if f"{name}.weight" in prunable and not isinstance(module, nn.Embedding)
+    }
     counts: dict[str, int] = {}
 
     def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
@@ -287,7 +307,7 @@ def multiply_accumulates(model: nn.Module, input_shape: tuple[int, ...]) -> dict
     try:
         meta.eval()
         with torch.no_grad():
-            meta(torch.zeros(1, *input_shape, device="meta"))
+            meta(example.to("meta"))
     finally:
         for handle in handles:
             handle.remove()

@@ -51,6 +51,7 @@ from lth.prune import (
 from lth.schema import Config
 from lth.seeds import RANDOM_PRUNING, SHUFFLE, derive_seed
 from lth.signals import StopSignals
+from lth.tasks import TASKS
 from lth.train import Trainer, TrainResult, to_steps
 from lth.ui import RunDisplay
 
@@ -228,6 +229,7 @@ class Rounds:
         if begun.after_step.masks_update is not None:
             round_checks |= begun.after_step.masks_update.checks
         checks.require(round_checks, round_index)
+        trained = result.metrics()
         metrics = {
             "round": round_index,
             "density": density(masks),
@@ -236,7 +238,9 @@ class Rounds:
             "remaining_parameters": remaining_parameters(model, masks),
             "layer_density": layer_densities(masks),
             "collapsed_layers": collapsed_layers(masks),
-            **result.metrics(),
+            **trained,
+            **TASKS[self.dataset.task].round_metrics(trained),  # a language model's bits per character
+            "task": self.dataset.task,
             **begun.after_step.metrics(result),
             "checks": round_checks,
             "seconds": time.perf_counter() - begun.started,

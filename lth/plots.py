@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from lth.checkpoint import atomic_write, check_writable, read_json
 from lth.errors import ConfigError, OutputError, RunFailed
+from lth.headline import HEADLINES, group_headline
 from lth.report import Group, Run, describe
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def render(
     """
     runs = [run for group in groups for run in group.runs if run.rows]
     rounds = check(groups, rounds, labels)
+    if metric == HEADLINES["classification"].early_stop:  # the default: the runs' own headline (bpc for LMs)
+        metric = group_headline(groups).early_stop
 
     import matplotlib
 
@@ -143,6 +146,8 @@ METRICS = {
     "early_stop_test_accuracy": ("test accuracy at early stop (%)", 100, True),
     "test_accuracy": ("test accuracy at the end of the round (%)", 100, True),
     "early_stop_step": ("early-stop step (lowest validation loss)", 1, False),
+    "early_stop_test_bpc": ("test bits per character at early stop", 1, True),  # language models
+    "test_bpc": ("test bits per character at the end of the round", 1, True),
 }
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 Arms = Sequence[tuple[Group, str]]  # each group of runs with its name in the figures

@@ -10,7 +10,8 @@ its model is current at every step (rewind point, checks, checkpoints, publishin
 
 What would break that equivalence is refused up front (lth.schema): fp16 loss scaling (one scale for all
 replicates would skip their steps together), torch.compile, torchrun; and dropout (vmap would draw other masks
-than a solo run), refused by `check_model`.
+than a solo run) and recurrent layers (vmap has no batching rule for nn.LSTM's fused kernel), refused by
+`check_model`. Language models batch like classifiers: the loss and accuracy count every next token (lth.tasks).
 """
 
 from __future__ import annotations
@@ -28,13 +29,21 @@ from torch.func import functional_call, vmap
 from lth.data import Split
 from lth.errors import ConfigError, Interrupted
 from lth.models import prunable_weights
-from lth.train import EVAL_BATCH_SIZE, PROGRESS_EVERY, ProgressCallback, Trainer, TrainResult, make_optimizer, set_lr
+from lth.tasks import loss
+from lth.train import PROGRESS_EVERY, ProgressCallback, Trainer, TrainResult, make_optimizer, set_lr
 
 Stacked = dict[str, Tensor]  # parameter or buffer name -> the N replicates' tensors stacked on dimension 0
 
 
 def check_model(model: nn.Module) -> None:
-    """Refuse a model whose forward pass draws random numbers: batched, it would not equal its solo runs."""
+    """Refuse a model whose forward pass draws random numbers (batched, it would not equal its solo runs), or
+    that vmap cannot batch (recurrent layers)."""
+    recurrent = [name for name, module in model.named_modules() if isinstance(module, nn.RNNBase)]
+    if recurrent:
+        raise ConfigError(
+            f"train.replicates needs a model without recurrent layers (torch.func.vmap cannot batch nn.LSTM's fused "
+            f"kernel); this one has {', '.join(recurrent)}; use train.replicates=1"
+        )
     dropout = [name for name, module in model.named_modules() if isinstance(module, nn.Dropout) and module.p > 0]
     if dropout:
         raise ConfigError(
@@ -75,7 +84,7 @@ class ReplicateBatch:
 
     def _loss(self, params: Stacked, buffers: Stacked, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = functional_call(self.template, (params, buffers), (x,))
-        return F.cross_entropy(logits.float(), y), logits
+        return loss(logits, y), logits
 
     def run(
         self,
@@ -106,9 +115,10 @@ class ReplicateBatch:
                 self.optimizer.step()
                 for trainer in trainers:
                     trainer.step += 1
-                loss_sum += losses.detach() * y.shape[1]
-                correct_sum += (logits.detach().argmax(-1) == y).sum(1)
-                seen += y.shape[1]
+                predictions = y[0].numel()  # per replicate: labels, or every next token of the windows
+                loss_sum += losses.detach() * predictions
+                correct_sum += (logits.detach().argmax(-1) == y).flatten(1).sum(1)
+                seen += predictions
                 if lead.evaluation_due():
                     self._evaluate()
                 if on_progress is not None and lead.step % PROGRESS_EVERY == 0:
@@ -149,11 +159,11 @@ class ReplicateBatch:
     @torch.inference_mode()
     def evaluate(self, splits: Sequence[Split]) -> list[tuple[float, float]]:
         """Replicate i's mean cross-entropy and accuracy on splits[i]; one shared split is read once for all.
-        Chunks hold EVAL_BATCH_SIZE examples over all replicates together, so memory stays that of a solo run."""
+        Chunks hold a solo run's evaluation batch over all replicates together, so memory stays that of a solo run."""
         count = len(splits)
         shared = all(split is splits[0] for split in splits)
-        size = len(splits[0])
-        chunk = max(1, EVAL_BATCH_SIZE // count)
+        size, predictions = len(splits[0]), splits[0].y.numel()
+        chunk = max(1, self.trainers[0].eval_batch // count)
         self.template.eval()
         forward = vmap(
             lambda params, buffers, x: functional_call(self.template, (params, buffers), (x,)),
@@ -164,14 +174,18 @@ class ReplicateBatch:
         for start in range(0, size, chunk):
             rows = slice(start, start + chunk)
             if shared:
-                x, labels = splits[0].inputs(rows), splits[0].y[rows].expand(count, -1)
+                x, labels = splits[0].inputs(rows), splits[0].y[rows].expand(count, *splits[0].y[rows].shape)
             else:
                 x, labels = torch.stack([s.inputs(rows) for s in splits]), torch.stack([s.y[rows] for s in splits])
-            logits = forward(self.model_params(), self.buffers, x).float()
+            logits = forward(self.model_params(), self.buffers, x).float().flatten(1, -2)  # (count, predictions, C)
+            labels = labels.flatten(1)
             loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(1)
             correct += (logits.argmax(-1) == labels).sum(1)
         self.template.train()
-        return [(loss / size, hits / size) for loss, hits in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
+        return [
+            (total / predictions, hits / predictions)
+            for total, hits in zip(loss_sum.tolist(), correct.tolist(), strict=True)
+        ]
 
     def replicate_optimizer_state(self, index: int) -> dict[str, Any]:
         """Replicate `index`'s slice of the batched optimiser's state, in the form its own optimiser would save:

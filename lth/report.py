@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from lth.checkpoint import RUN_FILE, find_runs, published_rounds, read_json, round_dir
 from lth.errors import ConfigError, RunFailed
 from lth.schema import SPARSE_FROM_START
@@ -29,6 +27,7 @@ from lth.schema import SPARSE_FROM_START
 # accuracy at the step of the lowest validation loss (the papers' measure); `best_test_accuracy`, the best test
 # accuracy over a round's evaluations, is chosen on the test set: an oracle, kept in the JSON rows only.
 AGGREGATED = ("density", "early_stop_test_accuracy", "test_accuracy", "best_test_accuracy", "early_stop_step")
+LANGUAGE_MODEL_AGGREGATED = ("early_stop_test_bpc", "test_bpc")  # bits per character (lth.tasks), when present
 # What the report, the plots and the export read from a round's metrics.json: key -> (description, check).
 _NUMBER = ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool))
 _METRICS = {
@@ -153,7 +152,7 @@ class Group:
         for index in range(longest):
             members = [run.rows[index] for run in self.runs if len(run.rows) > index]
             row: dict[str, Any] = {"round": index, "n": len(members), "seeds": sorted(r["seed"] for r in members)}
-            for metric in AGGREGATED:
+            for metric in (*AGGREGATED, *LANGUAGE_MODEL_AGGREGATED):
                 row[metric] = mean_std([r[metric] for r in members if r.get(metric) is not None])
             out.append(row)
         return out
@@ -250,67 +249,6 @@ def group_runs(runs: Sequence[Run], by: Sequence[str] | None = None) -> list[Gro
     return list(groups.values())
 
 
-def round_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left")
-    for header in ("round", "density", "params", "acc (early stop)", "final acc", "early-stop step", "time"):
-        table.add_column(header, justify="right")
-    collapsed = any(row.get("collapsed_layers") for row in rows)
-    if collapsed:  # the network is cut in two there: its accuracy is chance, whatever the criterion
-        table.add_column("collapsed layers", style="bold red")
-    for row in rows:
-        notes = [", ".join(row.get("collapsed_layers") or [])] if collapsed else []
-        table.add_row(
-            str(row["round"]),
-            f"{row['density']:.2%}",
-            f"{row['param_density']:.2%}",
-            _percent(row.get("early_stop_test_accuracy")),
-            f"{row['test_accuracy']:.2%}",
-            "-" if row["early_stop_step"] is None else str(row["early_stop_step"]),
-            f"{row['seconds']:.1f}s",
-            *notes,
-        )
-    return table
-
-
-def aggregate_table(groups: Sequence[Group], title: str | None = None) -> Table:
-    """One row per (configuration, round): the grouping keys, n, and mean ± std over seeds of each metric.
-
-    A configuration with unfinished runs is marked in a `runs` column (how many failed, were interrupted, ...);
-    a run with no finished round appears as a row of its own, so nothing is silently dropped.
-    """
-    table = Table(title=title, title_justify="left")
-    keys = list(groups[0].label) if groups else []
-    for key in keys:
-        table.add_column(key)
-    for header in ("round", "n", "density", "acc (early stop)", "final acc", "early-stop step"):
-        table.add_column(header, justify="right")
-    marked = any(run.status != "finished" or not run.rows for group in groups for run in group.runs)
-    if marked:
-        table.add_column("runs", style="bold red")
-    for group in groups:
-        note = [_group_note(group)] if marked else []
-        labels = [_plain(group.label[key]) for key in keys]
-        for row in group.rounds():
-            table.add_row(
-                *labels,
-                str(row["round"]),
-                str(row["n"]),
-                _format(row["density"], percent=True),
-                _format(row["early_stop_test_accuracy"], percent=True),
-                _format(row["test_accuracy"], percent=True),
-                _format(row["early_stop_step"], percent=False),
-                *note,
-            )
-            labels, note = ["" for _ in keys], [""] if marked else []  # name the configuration once
-        for run in group.runs:
-            if not run.rows:
-                table.add_row(*labels, "-", "0", "-", "-", "-", "-", f"no finished rounds ({run.status}): {run.path}")
-                labels = ["" for _ in keys]
-        if group is not groups[-1]:
-            table.add_section()
-    return table
-
-
 def describe(runs: Sequence[Run]) -> str:
     """`model on dataset, seeds 0, 1` (every model and dataset among the runs)."""
     models = sorted({str(run.config["model.name"]) for run in runs})
@@ -338,47 +276,6 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def print_report(
-    runs: Sequence[Run], groups: Sequence[Group], as_json: bool = False, as_csv: bool = False, grouped: bool = False
-) -> None:
-    """Print runs (from `load_runs`, grouped by `group_runs`): JSON or CSV rows, the per-round table of a single
-    run, or the aggregated table; `grouped` (an explicit --group-by) aggregates even a single run."""
-    from lth.ui import make_console
-
-    if as_json:
-        print(json.dumps(json_rows(runs), indent=2))
-    elif as_csv:
-        print(csv_text(json_rows(runs)), end="")
-    elif len(runs) == 1 and not grouped:
-        run = runs[0]
-        status = "" if run.status == "finished" else f" ({run.status})"
-        make_console().print(round_table(run.rows, title=f"{run.path}{status}"))
-    else:
-        title = f"{describe(runs)}: {len(runs)} runs, {len(groups)} configuration(s), mean ± std over seeds"
-        make_console().print(aggregate_table(groups, title=title))
-
-
-def _format(stat: dict[str, float] | None, percent: bool) -> str:
-    if stat is None:
-        return "-"
-    spec = ".2%" if percent else ".0f"
-    text = format(stat["mean"], spec)
-    # equal values (density under a layerwise plan, n = 1) need no spread; the n column says how many there were
-    return text if stat["std"] == 0 else f"{text} ± {format(stat['std'], spec)}"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
-def _group_note(group: Group) -> str:
-    counts: dict[str, int] = {}
-    for run in group.runs:
-        if run.status != "finished":
-            counts[run.status] = counts.get(run.status, 0) + 1
-    return ", ".join(f"{count} {status}" for status, count in counts.items())
-
-
 def _statuses(runs: Sequence[Run]) -> str:
     return ", ".join(sorted({run.status for run in runs}))
 
@@ -387,7 +284,8 @@ def _hashable(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _plain(value: Any) -> str:
+def plain(value: Any) -> str:
+    """A config value as a table cell: strings as they are, anything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value)
 
 

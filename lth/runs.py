@@ -47,7 +47,8 @@ from lth.checkpoint import (
 )
 from lth.errors import ConfigError, Interrupted, LthError, RunFailed
 from lth.imp import Rounds, round_together
-from lth.report import Group, aggregate_table, read_run, round_table, run_rows
+from lth.report import Group, read_run, run_rows
+from lth.report_tables import aggregate_table, round_table
 from lth.schema import Config
 from lth.signals import StopSignals, sigterm_interrupts
 from lth.structured import config_hash

@@ -20,7 +20,7 @@ from typing import Any
 from lth.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")  # adamw: decoupled weight decay (Loshchilov & Hutter 2019)
 SCOPES = ("layerwise", "global")
 GROUPS = ("model", "dataset", "prune", "train")
 # Choices with a registry in code; tests keep each tuple equal to its registry's names.
@@ -42,6 +42,10 @@ RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replica
 # Keys that decide the shapes of a run's saved tensors (the model, the data's input and classes): a resume cannot
 # change them even with --force, since no saved weight, mask or state would fit.
 SHAPE_KEYS = ("model.", "dataset.name", "dataset.like", "dataset.input_shape", "dataset.num_classes", "dataset.vocab")
+# Keys added after run records were pinned (tests/fixtures/config_records.json), with their defaults: a key at its
+# default is left out of run.json and the config hash, so every earlier run keeps its hash and can be resumed.
+LATER_KEYS: dict[str, Any] = {"train.grad_clip": None}
+VOCABS = ("char", "byte")  # text datasets: the training split's characters (plus one unknown id) | UTF-8 bytes
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
 REQUIRED: Any = "???"
 
@@ -146,10 +150,41 @@ class ImageFolderDatasetConfig(DatasetConfig):
         require(self.image_size >= 8, "dataset.image_size", self.image_size, "an integer >= 8")
 
 
+@dataclass
+class TextDatasetConfig(DatasetConfig):
+    """A text corpus for language models (lth/data/text.py): contiguous train, validation and test stretches of
+    the text, the same for every seed; a training example is a window of `block_size` tokens."""
+
+    val_size: int = 0  # not used: the validation split is dataset.val_fraction of the text
+    # dataset.subset: train on a seed-fixed subset of N of the training windows (a shorter epoch); unset: all
+    vocab: str = "char"  # char (the training split's characters, plus one unknown id) | byte (256)
+    block_size: int = 128  # tokens per window (the context a language model trains and is evaluated on)
+    val_fraction: float = 0.05  # the stretch after the training text, for early stopping
+    test_fraction: float = 0.05  # the end of the text
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.val_size == 0, "dataset.val_size", self.val_size, "0 for a text dataset (dataset.val_fraction)")
+        require_choice("dataset.vocab", self.vocab, VOCABS)
+        require(self.block_size >= 1, "dataset.block_size", self.block_size, "an integer >= 1")
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            require(0 < value < 1, f"dataset.{key}", value, "a fraction with 0 < fraction < 1")
+        held_out = self.val_fraction + self.test_fraction
+        require(
+            held_out < 1,
+            "dataset.test_fraction",
+            self.test_fraction,
+            f"below {1 - self.val_fraction:g} (1 - dataset.val_fraction)",
+        )
+
+
 # Datasets whose config has keys beyond DatasetConfig's; their YAML files start from these schemas too.
 DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
     "synthetic": SyntheticDatasetConfig,
     "imagefolder": ImageFolderDatasetConfig,
+    "shakespeare": TextDatasetConfig,
+    "textfile": TextDatasetConfig,
 }
 
 
@@ -285,6 +320,7 @@ class TrainConfig:
     precision: str = "32"  # 32 | bf16 | fp16 (autocast; fp16 with loss scaling)
     compile: bool = False  # torch.compile the forward pass (falls back to eager, with a warning, if it fails)
     channels_last: bool = False  # NHWC memory format for conv nets (faster convolutions on GPUs)
+    grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step; unset: never
     # train seeds seed..seed+N-1 together in one process, each in its own run directory <run dir>/seed_<s>, with
     # the results of runs alone (lth.replicates); many small runs share the device instead of queueing for it
     replicates: int = 1
@@ -309,6 +345,8 @@ class TrainConfig:
         require_choice("train.precision", str(self.precision), PRECISIONS)
         require(self.eval_every >= 0, "train.eval_every", self.eval_every, "an integer >= 0")
         require(self.patience >= 0, "train.patience", self.patience, "an integer >= 0 (0: off)")
+        clip = self.grad_clip
+        require(clip is None or (math.isfinite(clip) and clip > 0), "train.grad_clip", clip, "a number > 0, or null")
         self._check_replicates()
 
     def _check_replicates(self) -> None:
@@ -324,6 +362,8 @@ class TrainConfig:
             f"32 or bf16 {batched} (one fp16 loss scale would skip every replicate's step together)",
         )
         require(not self.compile, "train.compile", self.compile, f"false {batched}")
+        # one norm over the stacked replicates would couple them
+        require(self.grad_clip is None, "train.grad_clip", self.grad_clip, f"null {batched}")
         require(not self.channels_last, "train.channels_last", self.channels_last, f"false {batched}")
         together = f"0 {batched} (replicates train in lockstep to the end of the round)"
         require(self.patience == 0, "train.patience", self.patience, together)

@@ -22,13 +22,17 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from lth import schema as schema_module
 from lth.errors import ConfigError
+from lth.model_schemas import MODEL_SCHEMAS
 from lth.schema import (
+    CRITERIA,
     DATASET_SCHEMAS,
     GROUPS,
+    LATER_KEYS,
     RESUMABLE_KEYS,
     SHAPE_KEYS,
     Config,
     DatasetConfig,
+    ModelConfig,
     SyntheticDatasetConfig,
     refuse,
     require,
@@ -44,6 +48,10 @@ def from_dictconfig(composed: DictConfig, registries: bool = True) -> Config:
     schema = OmegaConf.structured(Config)
     dataset_name = OmegaConf.select(composed, "dataset.name", default=None)
     schema.dataset = OmegaConf.structured(DATASET_SCHEMAS.get(dataset_name, DatasetConfig))
+    model_name = OmegaConf.select(composed, "model.name", default=None)
+    model_source = OmegaConf.select(composed, "model.source", default="lth")
+    model_schema = MODEL_SCHEMAS.get(model_name, ModelConfig) if model_source == "lth" else ModelConfig
+    schema.model = OmegaConf.structured(model_schema)
     _refuse_unknown_keys(schema, composed)
     try:
         merged = OmegaConf.merge(schema, composed)
@@ -84,6 +92,7 @@ def validate(cfg: Config) -> None:
 
     models.check_name(cfg.model)
     require_choice("dataset.name", cfg.dataset.name, data.names())
+    _check_task(cfg, models.task_of(cfg.model), data.task_of(cfg.dataset.name), models.names_for)
     if isinstance(cfg.dataset, SyntheticDatasetConfig) and cfg.dataset.like is not None:
         require_choice("dataset.like", cfg.dataset.like, sorted(data.synthetic.LIKE))
     if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
@@ -93,10 +102,29 @@ def validate(cfg: Config) -> None:
     require(replicates == 1 or world == 1, "train.replicates", replicates, f"1 under torchrun (WORLD_SIZE={world})")
 
 
+# Criteria that score with labelled examples or image-shaped inputs: classifiers only.
+CLASSIFIER_CRITERIA = ("snip", "grasp", "synflow")
+
+
+def _check_task(cfg: Config, model_task: str, data_task: str, models_for: Any) -> None:
+    """The model is built for the dataset's task (lth.tasks), and the pruning criterion can score it."""
+    if model_task != data_task:
+        model = f"model={cfg.model.name}" if cfg.model.source == "lth" else f"model.source={cfg.model.source}"
+        allowed = f"a {data_task} model for dataset={cfg.dataset.name}: one of {', '.join(models_for(data_task))}"
+        raise ConfigError(f"{model} is a {model_task} model and is not allowed; model must be {allowed}")
+    if data_task != "classification" and cfg.prune.criterion in CLASSIFIER_CRITERIA:
+        others = [c for c in CRITERIA if c not in CLASSIFIER_CRITERIA]
+        refuse("prune.criterion", cfg.prune.criterion, f"one of {', '.join(others)} for a {data_task} dataset")
+
+
 def to_container(cfg: Config) -> dict[str, Any]:
     """Plain data (for run.json, the authoritative record of a run's config)."""
     container = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
     assert isinstance(container, dict)
+    for dotted, default in LATER_KEYS.items():  # absent means the default: earlier records keep their hashes
+        group, key = dotted.split(".")
+        if container[group].get(key, default) == default:
+            container[group].pop(key, None)
     return container
 
 

@@ -17,11 +17,13 @@ from lth.arms import arm_name
 from lth.report import Group
 
 FORMATS = ("markdown", "csv", "latex")
-# metric -> (column words, shown as a percentage)
+# metric -> (column words, scale, format)
 METRICS = {
-    "early_stop_test_accuracy": ("test accuracy at early stop (%)", True),
-    "test_accuracy": ("test accuracy at the end of the round (%)", True),
-    "early_stop_step": ("early-stop step", False),
+    "early_stop_test_accuracy": ("test accuracy at early stop (%)", 100, ".2f"),
+    "test_accuracy": ("test accuracy at the end of the round (%)", 100, ".2f"),
+    "early_stop_step": ("early-stop step", 1, ".0f"),
+    "early_stop_test_bpc": ("test bits per character at early stop", 1, ".3f"),  # language models
+    "test_bpc": ("test bits per character at the end of the round", 1, ".3f"),
 }
 
 
@@ -43,13 +45,13 @@ def pivot(groups: Sequence[Group], metric: str) -> tuple[list[str], list[list[st
     same_n = len(counts) == 1
     suffix = f" (n = {counts.pop()})" if same_n else ""
     header = ["density", *(f"{name}{suffix}" for name in names)]
-    percent = METRICS[metric][1]
+    _, scale, spec = METRICS[metric]
     body = []
     for density in sorted(cells, reverse=True):
         row = [f"{density:.2%}"]
         for column in range(len(names)):
             stat = cells[density].get(column)
-            row.append("" if stat is None else _cell(stat, percent, show_n=not same_n))
+            row.append("" if stat is None else _cell(stat, scale, spec, show_n=not same_n))
         body.append(row)
     return header, body
 
@@ -76,8 +78,7 @@ def render(groups: Sequence[Group], metric: str, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(stat: dict[str, Any], percent: bool, show_n: bool) -> str:
-    scale, spec = (100, ".2f") if percent else (1, ".0f")
+def _cell(stat: dict[str, Any], scale: int, spec: str, show_n: bool) -> str:
     text = f"{stat['mean'] * scale:{spec}} ± {stat['std'] * scale:{spec}}"
     return f"{text} (n = {stat['n']})" if show_n else text
 

@@ -4,6 +4,10 @@ Pruned weights stay exactly zero because their gradients are masked before every
 at zero, their gradient is zero, so SGD's momentum and Adam's moments for them stay zero and so does every
 update (weight decay of a zero weight is zero too). The end-of-round checks in `lth.checks` prove it.
 
+The task (lth.tasks, the dataset's) supplies what differs between classifiers and language models: the loss is
+the cross-entropy over the logits' last dimension for both (one label per example, or the next token at every
+position of a window), accuracy counts every prediction, and evaluation batches are sized by the task.
+
 The data order of each epoch is drawn from a generator seeded by (seed, round, epoch) (see lth.seeds), so it can be
 recomputed from the step count alone: a mid-round resume needs no sampler state. Under torchrun every rank draws
 the same global batches and trains on its slice of each (lth.distributed).
@@ -20,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lth import distributed
@@ -30,8 +33,8 @@ from lth.models import prunable_weights
 from lth.prune import Masks
 from lth.schema import DURATION, TrainConfig
 from lth.seeds import AUGMENT, DATA_ORDER, TRAINING, derive_seed
+from lth.tasks import EVAL_BATCH_SIZE, TASKS, hits, loss
 
-EVAL_BATCH_SIZE = 2048
 PROGRESS_EVERY = 20  # steps between progress callbacks: frequent enough to watch, rare enough to be free
 
 # step, running train loss, running train accuracy; called every PROGRESS_EVERY steps and at epoch ends
@@ -72,6 +75,7 @@ class TrainResult:
             "early_stop_step": self.early_stop.step if self.early_stop else None,
             "early_stop_val_loss": self.early_stop.val_loss if self.early_stop else None,
             "early_stop_test_accuracy": self.early_stop.test_accuracy if self.early_stop else None,
+            "early_stop_test_loss": self.early_stop.test_loss if self.early_stop else None,
             "history": [asdict(e) for e in self.history],
             "end_reason": self.end_reason,
             "steps_saved": self.steps_saved,
@@ -82,6 +86,8 @@ def make_optimizer(parameters: Iterable[Tensor], cfg: TrainConfig) -> torch.opti
     # Fused kernels: one pass over all parameters per step; on the CPU Adam's step costs ~3x less than foreach.
     if cfg.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.optimizer == "adamw":  # decoupled decay w -= lr * decay * w: a pruned (zero) weight stays zero
+        return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
 
 
@@ -126,18 +132,19 @@ def to_steps(duration: str, per_epoch: int) -> int:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a split."""
+def evaluate(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over every prediction of a split (every label, or every next token of
+    every window), `batch_size` examples at a time."""
     model.eval()
     loss_sum = torch.zeros((), device=split.y.device)
     correct = torch.zeros((), device=split.y.device, dtype=torch.long)
-    for start in range(0, len(split), EVAL_BATCH_SIZE):
-        logits = model(split.inputs(slice(start, start + EVAL_BATCH_SIZE)))
-        labels = split.y[start : start + EVAL_BATCH_SIZE]
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
+    for start in range(0, len(split), batch_size):
+        logits = model(split.inputs(slice(start, start + batch_size)))
+        targets = split.y[start : start + batch_size]
+        loss_sum += loss(logits, targets, reduction="sum")
+        correct += hits(logits, targets)
     model.train()
-    return loss_sum.item() / len(split), correct.item() / len(split)
+    return loss_sum.item() / split.y.numel(), correct.item() / split.y.numel()
 
 
 class Trainer:
@@ -174,6 +181,7 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(cfg.precision))
         device_type = self.masks[0].device.type
         self.scaler = torch.amp.GradScaler(device_type) if cfg.precision == "fp16" else None
+        self.eval_batch = TASKS[data.task].eval_batch(tuple(data.train.y.shape[1:]))
         self.steps_per_epoch = steps_per_epoch(len(data.train), cfg.batch_size)
         self.lr_at = lr_at or lr_schedule(cfg, self.steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -240,12 +248,14 @@ class Trainer:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     logits = self.forward(x)
-                loss = F.cross_entropy(logits.float(), y)
+                batch_loss = loss(logits, y)
                 self.optimizer.zero_grad()  # None, not zero-filled: backward then writes instead of adding
-                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+                (batch_loss if self.scaler is None else self.scaler.scale(batch_loss)).backward()
                 distributed.sum_gradients(model, len(y) / global_batch)  # before masking: every rank masks alike
                 # one fused multiply over all layers: pruned weights get no gradient, so no update and no moments
                 torch._foreach_mul_([weight.grad for weight in self.weights], self.masks)
+                if cfg.grad_clip is not None:  # after masking, so the norm is the surviving weights' gradient's
+                    self.clip_gradients(cfg.grad_clip)
                 set_lr(self.optimizer, self.lr_at(self.step))
                 if self.scaler is None:
                     self.optimizer.step()
@@ -253,9 +263,9 @@ class Trainer:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                 self.step += 1
-                loss_sum += loss.detach() * len(y)
-                correct_sum += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
+                loss_sum += batch_loss.detach() * y.numel()  # per prediction: a label, or a window's next tokens
+                correct_sum += hits(logits.detach(), y)
+                seen += y.numel()
                 if self.evaluation_due():
                     self.evaluate_now()
                 if on_progress is not None and self.step % PROGRESS_EVERY == 0:
@@ -273,6 +283,13 @@ class Trainer:
 
         self.seconds = time.perf_counter() - started
         return self.result()
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Scale every gradient down so that their global L2 norm is at most `max_norm` (fp16: of the unscaled
+        gradients)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True)
 
     def epoch_batches(self, epoch: int) -> tuple[Tensor, ...]:
         """The index batches of `epoch` not yet trained on, in the order drawn from (seed, round, epoch)."""
@@ -319,7 +336,8 @@ class Trainer:
 
     def evaluate_now(self) -> None:
         data = self.data
-        self.record(evaluate(self.model, data.val) if data.val is not None else None, evaluate(self.model, data.test))
+        val = evaluate(self.model, data.val, self.eval_batch) if data.val is not None else None
+        self.record(val, evaluate(self.model, data.test, self.eval_batch))
 
     def record(self, val: tuple[float, float] | None, test: tuple[float, float]) -> None:
         """Add the evaluation (loss, accuracy) on the validation and test sets after the current step."""

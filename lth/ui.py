@@ -19,6 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lth.headline import headline, value
+
 
 class ReaderlessStdout:
     """Standard output that outlives its reader: once the reader of a pipe has gone (`lth run ... | head`), what a
@@ -194,12 +196,12 @@ class RunDisplay:
     def finish_round(self, row: dict[str, Any], label: str = "") -> None:
         """One line for a finished round; `label` names the replicate when several train together."""
         early = "-" if row["early_stop_step"] is None else row["early_stop_step"]
-        at_early = row.get("early_stop_test_accuracy")
-        headline = "-" if at_early is None else f"{at_early:.2%}"
+        lead = headline(row)  # accuracy, or a language model's bits per character
         prefix = f"{label}  " if label else ""
         self.console.print(
-            f"{prefix}round {row['round']:>2}  density {row['density']:7.2%}  acc {headline} at early stop "
-            f"(step {early})  final {row['test_accuracy']:.2%}  {row['seconds']:.1f}s",
+            f"{prefix}round {row['round']:>2}  density {row['density']:7.2%}  {lead.short} "
+            f"{value(row.get(lead.early_stop), lead)} at early stop (step {early})  final "
+            f"{value(row.get(lead.final), lead)}  {row['seconds']:.1f}s",
             soft_wrap=True,
         )
 

@@ -50,6 +50,35 @@ def write_mnist_like(folder: Path, n_train: int = 120, n_test: int = 40, gz: boo
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8), gz)
 
 
+def write_text_corpus(path: Path, words: int = 900, seed: int = 0) -> Path:
+    """A small English-like UTF-8 text (about 4,000 characters) for language-model runs."""
+    rng = np.random.default_rng(seed)
+    vocabulary = "to be or not that is the question whether tis nobler in the mind to suffer slings and arrows"
+    path.write_text(" ".join(rng.choice(vocabulary.split(" "), words)) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_gpt(corpus: Path, *extra: str) -> list[str]:
+    """A one-layer GPT on windows of 16 characters of `corpus` (`dataset=textfile`): 23 steps an epoch, 1 pruning
+    round, seconds on a CPU."""
+    return [
+        "model=gpt",
+        "dataset=textfile",
+        f"dataset.root={corpus}",
+        "dataset.block_size=16",
+        "model.n_layer=1",
+        "model.n_embd=16",
+        "model.n_head=2",
+        "train.batch_size=8",
+        "train.warmup=0",
+        "train.lr=1e-2",
+        "train.eval_every=10",
+        "prune.rounds=1",
+        "ui.progress=false",
+        *extra,
+    ]
+
+
 def lth(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real command line (`python -m lth ...`) and capture its output."""
     full_env = {key: value for key, value in os.environ.items() if key != "LTH_DATA"}

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lth.errors import ConfigError
-from lth.models import names
+from lth.models import names_for
 from lth.models.gpt import GPT, build_gpt
 from lth.models.lstm import build_lstm
 
@@ -104,5 +104,5 @@ def test_bad_sizes_are_one_line_config_errors_naming_the_key():
         GPT(VOCAB, 8, n_layer=1, n_embd=8)(torch.zeros(1, 9, dtype=torch.long))
 
 
-def test_language_models_are_not_image_pipeline_choices_yet():
-    assert not {"gpt", "lstm"} & set(names())
+def test_language_models_are_registered_for_the_language_model_task():
+    assert names_for("language_model") == ["gpt", "lstm"] and "gpt" not in names_for("classification")

@@ -12,7 +12,8 @@ from torch import nn
 
 from lth.config import ModelConfig
 from lth.errors import ConfigError
-from lth.models import build, check_fits, check_name, names, output_layer, prunable_weights, width_names
+from lth.model_schemas import MODEL_SCHEMAS
+from lth.models import build, check_fits, check_name, names, names_for, output_layer, prunable_weights, width_names
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 CONF_MODEL = Path(__file__).resolve().parent.parent / "lth" / "conf" / "model"
@@ -51,7 +52,7 @@ def meta_model(name: str, input_shape: tuple[int, ...], num_classes: int = 10, *
         return build(ModelConfig(name=name, **cfg), input_shape, num_classes)
 
 
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("name", names_for("classification"))  # language models: tests/test_lm_models.py
 def test_parameter_count_is_pinned_and_matches_the_published_figure(name):
     assert name in PINNED, f"pin {name}'s exact parameter count (and its published figure) in PINNED"
     shape, exact, published = PINNED[name]
@@ -72,7 +73,7 @@ def test_convnets_adapt_their_first_linear_layer_to_the_image_size():
     assert parameter_count(meta_model("conv6", MNIST)) == 1_802_698  # 3x3x256 features, one input channel
 
 
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("name", names_for("classification"))  # language models: tests/test_lm_models.py
 def test_output_layer_is_the_classifier_that_produces_the_logits(name):
     model = meta_model(name, PINNED[name][0], num_classes=7)
     called: list[str] = []
@@ -85,7 +86,7 @@ def test_output_layer_is_the_classifier_that_produces_the_logits(name):
     assert prunable_weights(model)[output_layer(model)].shape[0] == 7
 
 
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("name", names_for("classification"))  # language models: tests/test_lm_models.py
 def test_prunable_tensors_are_conv_and_linear_weights_only(name):
     model = meta_model(name, PINNED[name][0])
     prunable = prunable_weights(model)
@@ -185,7 +186,8 @@ def test_every_model_has_a_config_file_that_names_its_paper():
     for path in CONF_MODEL.glob("*.yaml"):
         text = path.read_text()
         data = yaml.safe_load(text)
-        assert text.startswith("# ") and data["defaults"] == ["base_model"], path.name
+        schema = "base_model" if path.stem not in MODEL_SCHEMAS else f"base_{path.stem}"  # keys of its own
+        assert text.startswith("# ") and data["defaults"] == [schema], path.name
         assert data.get("source", "lth") == "torchvision" or data["name"] == path.stem, path.name
     assert set(names()) <= {path.stem for path in CONF_MODEL.glob("*.yaml")}
 
@@ -236,7 +238,7 @@ def test_check_name_accepts_every_model_and_torchvision_constructors():
     assert width_names() == ["resnet110", "resnet18", "resnet20", "resnet32", "resnet44", "resnet56", "vit"]
 
 
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("name", names_for("classification"))  # language models: tests/test_lm_models.py
 def test_check_fits_cifar_and_mnist_except_vgg_on_28x28(name):
     check_fits(ModelConfig(name=name), CIFAR, 10)
     if name.startswith("vgg"):  # five halvings of 28 leave nothing to pool

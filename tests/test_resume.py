@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, lth, lth_in_process, lth_ok
+from helpers import FAST, lth, lth_in_process, lth_ok, tiny_gpt, write_text_corpus
 from safetensors.torch import load_file
 
 from lth.checkpoint import save_state, update_run_record
@@ -68,9 +68,11 @@ def kill_during_training(args: list[str], cwd: Path, run_dir: Path, seconds: flo
     process.wait()
 
 
-def kill_and_resume(tmp_path: Path, reference: Path, delay: float, index: int, capsys) -> str:
+def kill_and_resume(
+    tmp_path: Path, reference: Path, delay: float, index: int, capsys, args: list[str] = KILLABLE
+) -> str:
     run_dir = tmp_path / f"killed_{index}"
-    kill_during_training(KILLABLE, tmp_path, run_dir, delay)
+    kill_during_training(args, tmp_path, run_dir, delay)
     done = len(list(run_dir.glob("round_*")))
     states = sorted(p.name for p in (run_dir / "state").glob("*.pt")) if (run_dir / "state").is_dir() else []
     published = {p: p.read_bytes() for p in run_dir.glob("round_*/*")}
@@ -78,7 +80,7 @@ def kill_and_resume(tmp_path: Path, reference: Path, delay: float, index: int, c
         lth_ok("resume", str(run_dir), capsys=capsys)
         assert all(p.read_bytes() == content for p, content in published.items()), "a finished round changed"
     else:  # killed before the run wrote anything of its own: start it again
-        lth("run", *KILLABLE, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        lth("run", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert_same_results(run_dir, reference)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert not (run_dir / "state").exists() and not (run_dir / ".lock").exists()
@@ -105,6 +107,15 @@ def test_kill_9_mid_rigl_round_then_resume_is_bit_identical(tmp_path, capsys):
     assert_same_results(run_dir, reference)
     updates = json.loads((run_dir / "round_00" / "metrics.json").read_text())["mask_updates"]
     assert len(updates) == 20  # after steps 7, 14, ..., 140 < 0.75 x 192
+
+
+@pytest.mark.slow  # about 20 s on 2 cores: its own reference run, then the killed one
+def test_kill_9_mid_run_of_a_language_model_then_resume_is_bit_identical(tmp_path, capsys):
+    """The seeded window order, AdamW's moments and the rewind point survive a kill of a GPT run (issue 20)."""
+    corpus = write_text_corpus(tmp_path / "corpus.txt")
+    args = tiny_gpt(corpus, "train.epochs=3", "checkpoint.every=5it")
+    lth("run", *args, f"hydra.run.dir={tmp_path / 'reference'}", cwd=tmp_path)
+    kill_and_resume(tmp_path, tmp_path / "reference", 0.5, 0, capsys, args)
 
 
 @pytest.mark.slow

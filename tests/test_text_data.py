@@ -55,8 +55,8 @@ def test_splits_are_contiguous_deterministic_and_cover_the_text(tmp_path):
     assert all(torch.equal(first.split(s), second.split(s)) for s in text.SPLITS)
     joined = torch.cat([first.train, first.val, first.test])
     assert torch.equal(joined, first.vocab.encode(corpus))  # in order, nothing left out or repeated
-    assert split_bounds(1000, (0.8, 0.1, 0.1)) == [(0, 800), (800, 900), (900, 1000)]
-    assert split_bounds(1001, (0.9, 0.05, 0.05)) == [(0, 900), (900, 950), (950, 1001)]
+    assert split_bounds(1000, (0.1, 0.1)) == [(0, 800), (800, 900), (900, 1000)]
+    assert split_bounds(1001, (0.05, 0.05)) == [(0, 901), (901, 951), (951, 1001)]  # val and test: floor
 
 
 def test_random_windows_are_seeded_and_the_targets_are_shifted_by_one():
@@ -95,14 +95,19 @@ def test_non_utf8_is_a_one_line_error_naming_the_file(tmp_path):
         (
             "abcdefghij" * 2,
             {},
-            "dataset.fractions=[0.9, 0.05, 0.05] is not allowed for a text of 20 tokens: the val, test split would "
-            "hold fewer than 2 tokens (one input and its target); use more text",
+            "dataset.val_fraction=0.05 is not allowed with dataset.test_fraction=0.05 for a text of 20 tokens: the "
+            "val, test split would hold fewer than 2 tokens (one input and its target); use more text",
         ),
-        ("abcdefghij" * 10, {"fractions": (0.5, 0.5)}, "dataset.fractions=[0.5, 0.5] is not allowed; dataset.fr"),
+        (
+            "abcdefghij" * 10,
+            {"fractions": (0.5, 0.5)},
+            "dataset.val_fraction=0.5, dataset.test_fraction=0.5 are not allowed; both must be fractions > 0 that",
+        ),
         (
             "abcdefghij" * 100,
             {"block_size": 64},
-            "model.block_size=64 is not allowed; the val split holds 50 tokens, so model.block_size must be at most 49",
+            "dataset.block_size=64 is not allowed; the val split holds 50 tokens, so dataset.block_size must be at "
+            "most 49",
         ),
         ("abc" * 100, {"vocab": "word"}, "dataset.vocab=word is not allowed; dataset.vocab must be one of: char, byte"),
     ],
@@ -115,9 +120,9 @@ def test_bad_input_is_a_one_line_config_error_naming_the_key(tmp_path, corpus, o
 
 
 def test_windows_longer_than_the_split_are_refused():
-    with pytest.raises(ConfigError, match=r"^model\.block_size=10 is not allowed; the train split holds 10 tokens"):
+    with pytest.raises(ConfigError, match=r"^dataset\.block_size=10 is not allowed; the train split holds 10 tokens"):
         random_windows(torch.arange(10), 10, 2, torch.Generator())
-    with pytest.raises(ConfigError, match=r"^model\.block_size=10 is not allowed; the test split holds 5 tokens"):
+    with pytest.raises(ConfigError, match=r"^dataset\.block_size=10 is not allowed; the test split holds 5 tokens"):
         eval_windows(torch.arange(5), 10, "test")
 
 

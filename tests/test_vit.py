@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from torch import nn
 from lth import config
 from lth.config import ModelConfig
 from lth.errors import ConfigError
+from lth.model_schemas import ViTModelConfig
 from lth.models import build, check_fits, output_layer, prunable_weights
 from lth.models.vit import VisionTransformer
 
@@ -95,7 +95,7 @@ def test_attention_sees_every_patch():
 @pytest.mark.parametrize(
     ("shape", "width", "message"),
     [
-        ((1, 30, 30), None, "the patch size 4 does not divide the 30x30 images"),
+        ((1, 30, 30), None, "model.patch_size=4 is not allowed; model.patch_size must divide the 30x30 images"),
         (MNIST, 66, "model.width=66 is not allowed; model.width must be a multiple of the 4 attention heads"),
         ((20,), None, "a vision transformer needs image inputs of shape (C, H, W), not (20,)"),
     ],
@@ -157,23 +157,18 @@ def test_lth_run_refuses_a_patch_size_that_does_not_divide_the_images_in_one_lin
     assert code == 2
     assert err == (
         "lth: error: model=vit does not fit inputs of shape (1, 30, 30) from the dataset: "
-        "the patch size 4 does not divide the 30x30 images\n"
+        "model.patch_size=4 is not allowed; model.patch_size must divide the 30x30 images\n"
     )
     assert not (tmp_path / "run").exists()  # nothing left on disk
 
 
-def test_the_builder_reads_the_keys_a_future_model_schema_will_have():
-    @dataclasses.dataclass
-    class FutureModelConfig(ModelConfig):  # the fields README "Transformers and language models" asks for
-        patch_size: int | None = None
-        n_layer: int | None = None
-        n_head: int | None = None
-        pool: str | None = None
-
-    cfg = FutureModelConfig(name="vit", width=32, patch_size=7, n_layer=2, n_head=2, pool="mean")
+def test_the_builder_reads_the_model_keys_and_the_command_line_sets_them():
+    cfg = ViTModelConfig(name="vit", width=32, patch_size=7, n_layer=2, n_head=2, pool="mean")
     with torch.device("meta"):
         model = build(cfg, MNIST, 10)
-        default = build(FutureModelConfig(name="vit"), MNIST, 10)
+        default = build(ViTModelConfig(name="vit"), MNIST, 10)
+    composed = config.compose(["model=vit", "model.patch_size=7", "model.pool=mean"])
+    assert (composed.model.patch_size, composed.model.pool, composed.model.n_layer) == (7, "mean", None)
     assert (len(model.blocks), model.blocks[0].attn.heads, model.patch_embed.kernel_size) == (2, 2, (7, 7))
     assert model.cls_token is None and count(model) == vit_count(1, 28, 7, 32, 2, 10, cls=False)
     assert count(default) == 305_034

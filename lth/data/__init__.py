@@ -9,43 +9,17 @@ an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register
+from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register, task_of
+from lth.data.splits import Dataset, Split
 from lth.errors import ConfigError
 from lth.schema import DatasetConfig, refuse
 from lth.seeds import SUBSET, derive_seed
 
 FLOAT_CACHE_BYTES = 2**31  # datasets up to 2 GiB as float32 are normalised once (MNIST: 0.2 GiB, CIFAR: 0.7 GiB)
-
-
-@dataclass(frozen=True)
-class Split:
-    """Examples on the training device: normalised floats when they fit in FLOAT_CACHE_BYTES, otherwise as
-    decoded (uint8 images stay uint8, a quarter of the memory) and normalised batch by batch by `inputs`."""
-
-    images: Tensor  # shape (N, *input_shape)
-    y: Tensor  # int64 labels, shape (N,)
-    # training-set statistics (per channel for images), broadcastable to one example; None: `images` are ready
-    mean: Tensor | None = None
-    std: Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def inputs(self, index: Tensor | slice) -> Tensor:
-        """The normalised float inputs of the examples at `index`."""
-        if self.mean is None or self.std is None:
-            return self.images[index]
-        return (self.images[index].float() - self.mean) / self.std
-
-    @property
-    def x(self) -> Tensor:
-        """Every example normalised (a float copy of the whole split: for analysis and tests, not training)."""
-        return self.inputs(slice(None))
 
 
 _PARTS = {
@@ -110,24 +84,6 @@ def check_raw(raw: RawData, name: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Dataset:
-    train: Split
-    val: Split | None  # None when dataset.val_size=0
-    test: Split
-    num_classes: int
-    augment: Augment | None = None  # applied by the trainer to each training batch (on its device); None: nothing
-    # the training-set statistics every split was normalised with (per channel for images), in the units the
-    # source stores (0-255 for uint8 images), and that storage type: what an exported ticket needs for raw inputs
-    input_mean: Tensor | None = None
-    input_std: Tensor | None = None
-    stored_dtype: torch.dtype | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.images.shape[1:])
-
-
 def check(cfg: DatasetConfig) -> None:
     """Fail early, before a run directory exists, when the data is not where the config says."""
     _SOURCES[cfg.name].check(cfg)
@@ -153,7 +109,11 @@ def training_examples(cfg: DatasetConfig, available: int) -> int:
 
 
 def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
-    raw = _SOURCES[cfg.name].read(cfg)
+    source = _SOURCES[cfg.name]
+    if source.load is not None:
+        return source.load(cfg, seed, device)
+    assert source.read is not None
+    raw = source.read(cfg)
     check_raw(raw, cfg.name)
     training_examples(cfg, len(raw.train_y))
     order = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
@@ -204,7 +164,7 @@ def stratified_subset(labels: Tensor, size: int, generator: torch.Generator) -> 
     return torch.cat(kept).sort().values
 
 
-from lth.data import cifar, idx, imagefolder, svhn, synthetic  # noqa: E402  (sources register themselves)
+from lth.data import cifar, idx, imagefolder, svhn, synthetic, text  # noqa: E402  (sources register themselves)
 
 __all__ = [
     "Augment",
@@ -223,4 +183,6 @@ __all__ = [
     "stratified_subset",
     "svhn",
     "synthetic",
+    "task_of",
+    "text",
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lth.schema import DatasetConfig
+from lth.tasks import CLASSIFICATION
 
 # A training-batch augmentation: (normalised images (N, C, H, W), seeded generator) -> images of the same shape.
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -31,7 +33,11 @@ class RawData:
 @dataclass(frozen=True)
 class Source:
     check: Callable[[DatasetConfig], None]  # raise ConfigError if the data cannot be found; cheap
-    read: Callable[[DatasetConfig], RawData]
+    read: Callable[[DatasetConfig], RawData] | None  # labelled examples, split and normalised by lth.data.load
+    task: str = CLASSIFICATION  # what a model learns from it (lth.tasks)
+    # builds the Dataset itself instead of `read` (text corpora: contiguous splits, not held-out examples);
+    # (config, seed, device) -> Dataset
+    load: Callable[[DatasetConfig, int, torch.device], Any] | None = None  # a lth.data.splits.Dataset
 
 
 _SOURCES: dict[str, Source] = {}
@@ -43,3 +49,8 @@ def register(name: str, source: Source) -> None:
 
 def names() -> list[str]:
     return sorted(_SOURCES)
+
+
+def task_of(name: str) -> str:
+    """The task of dataset `name` (lth.tasks): classification or language_model."""
+    return _SOURCES[name].task

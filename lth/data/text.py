@@ -13,41 +13,38 @@ Vocabularies:
   that occurs only in the validation or test text) maps to one unknown id n. Size n + 1.
 - `byte`: the UTF-8 bytes, ids 0..255, nothing unknown. Size 256. The splits cut the byte sequence.
 
-Windows: `random_windows` draws a seeded batch of (B, block_size) inputs with the targets shifted by one token
-(training); `eval_windows` cuts a split into its fixed non-overlapping windows (evaluation: every token but the
-last of each stretch is predicted once). Bad input is a one-line ConfigError naming the key.
+Windows: a split is cut into its fixed non-overlapping windows of `dataset.block_size` tokens, each with its
+targets, the same window shifted by one token (`eval_windows`; every token but the last of a split is predicted
+once). Training draws them in the seeded per-epoch order every dataset has (lth.train), so a resumed or rewound
+round replays them exactly; evaluation covers every window of the validation and test text. `random_windows`
+draws a seeded batch at arbitrary offsets instead (for analyses). Bad input is a one-line ConfigError naming the
+key.
 
-Not wired into `lth run` yet: `lth.data`'s sources return labelled images, and a text dataset needs a schema
-(`TextDatasetConfig` below) registered in lth/config.py. See README "Transformers and language models".
+`dataset=shakespeare` (the corpus above) and `dataset=textfile dataset.root=FILE_OR_FOLDER` (any UTF-8 text) are
+registered here with task `language_model` (lth.tasks); their keys are `lth.schema.TextDatasetConfig`'s.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lth.config import DatasetConfig
+from lth.data.registry import Source, register
+from lth.data.splits import Dataset, Split
 from lth.errors import ConfigError
+from lth.schema import VOCABS, DatasetConfig, TextDatasetConfig, refuse
+from lth.seeds import SUBSET, derive_seed
+from lth.tasks import LANGUAGE_MODEL
 
-VOCABS = ("char", "byte")
-FRACTIONS = (0.9, 0.05, 0.05)  # train, validation, test
+FRACTIONS = (0.05, 0.05)  # validation, test; the training split is the rest
 SPLITS = ("train", "val", "test")
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
-
-
-@dataclass
-class TextDatasetConfig(DatasetConfig):
-    """The schema a text dataset's YAML would start from (to be registered in lth/config.py's DATASET_SCHEMAS and
-    ConfigStore as `base_text`): `dataset.val_size` and `dataset.subset` do not apply (the splits are fractions)."""
-
-    vocab: str = "char"  # char (the training split's characters, plus one unknown id) | byte (256)
-    fractions: list[float] = field(default_factory=lambda: list(FRACTIONS))  # train, val, test; contiguous
 
 
 @dataclass(frozen=True)
@@ -124,41 +121,52 @@ def find_corpus(name: str, root: str | None = None) -> Path:
     )
 
 
-def read_text(path: Path | str, key: str = "dataset.root") -> tuple[str, list[Path]]:
-    """The UTF-8 text of a file, or of a folder's *.txt files concatenated in sorted order, and the files read."""
+def read_bytes(path: Path | str, key: str = "dataset.root") -> tuple[bytes, list[Path]]:
+    """The bytes of a file, or of a folder's *.txt files concatenated in sorted order, and the files read."""
     files = text_files(path, key)
     parts = []
     for file in files:
         data = file.read_bytes()
         if not data:
             raise ConfigError(f"{key}: {file} is empty; a text corpus needs text in every file")
+        parts.append(data)
+    return b"".join(parts), files
+
+
+def read_text(path: Path | str, key: str = "dataset.root") -> tuple[str, list[Path]]:
+    """The UTF-8 text of a file, or of a folder's *.txt files concatenated in sorted order, and the files read."""
+    files = text_files(path, key)
+    parts = []
+    for file in files:
+        data, _ = read_bytes(file, key)
         try:
             parts.append(data.decode("utf-8"))
         except UnicodeDecodeError as error:
             raise ConfigError(
                 f"{key}: {file} is not UTF-8 text (byte {error.start} is {data[error.start]:#04x}); "
-                "convert it, e.g. iconv -f latin1 -t utf-8"
+                "convert it (e.g. iconv -f latin1 -t utf-8) or read it as bytes with dataset.vocab=byte"
             ) from None
     return "".join(parts), files
 
 
-def split_bounds(length: int, fractions: Sequence[float], key: str = "dataset.fractions") -> list[tuple[int, int]]:
-    """[start, end) of the train, val and test stretches of a sequence of `length` tokens: the first two are
-    floor(length x fraction) long, the test split takes the rest."""
-    ok = len(fractions) == 3 and all(f > 0 for f in fractions) and abs(sum(fractions) - 1) < 1e-9
-    if not ok:
+def split_bounds(length: int, fractions: Sequence[float] = FRACTIONS) -> list[tuple[int, int]]:
+    """[start, end) of the train, val and test stretches of a sequence of `length` tokens: the validation and test
+    splits are floor(length x fraction) long (`fractions`: validation, test), the training split the rest before
+    them."""
+    val_fraction, test_fraction = fractions
+    if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
         raise ConfigError(
-            f"{key}={list(fractions)} is not allowed; {key} must be three fractions > 0 (train, val, test) "
-            "that add up to 1"
+            f"dataset.val_fraction={val_fraction}, dataset.test_fraction={test_fraction} are not allowed; both "
+            "must be fractions > 0 that add up to less than 1"
         )
-    train_end = int(length * fractions[0])
-    val_end = train_end + int(length * fractions[1])
-    bounds = [(0, train_end), (train_end, val_end), (val_end, length)]
+    val, test = int(length * val_fraction), int(length * test_fraction)
+    bounds = [(0, length - val - test), (length - val - test, length - test), (length - test, length)]
     short = [name for name, (start, end) in zip(SPLITS, bounds, strict=True) if end - start < 2]
     if short:
         raise ConfigError(
-            f"{key}={list(fractions)} is not allowed for a text of {length} tokens: the {', '.join(short)} "
-            "split would hold fewer than 2 tokens (one input and its target); use more text"
+            f"dataset.val_fraction={val_fraction} is not allowed with dataset.test_fraction={test_fraction} for a "
+            f"text of {length} tokens: the {', '.join(short)} split would hold fewer than 2 tokens (one input and "
+            "its target); use more text or larger fractions"
         )
     return bounds
 
@@ -169,16 +177,17 @@ def load_text(
     fractions: Sequence[float] = FRACTIONS,
     block_size: int | None = None,
 ) -> TextData:
-    """Read `path`, build the vocabulary, encode and split. With `block_size`, refuse splits too short to hold
-    one window of that many inputs plus the shifted target."""
+    """Read `path`, build the vocabulary, encode and split (`fractions`: validation, test). With `block_size`,
+    refuse splits too short to hold one window of that many inputs plus the shifted target."""
     if vocab not in VOCABS:
         raise ConfigError(f"dataset.vocab={vocab} is not allowed; dataset.vocab must be one of: {', '.join(VOCABS)}")
-    text, files = read_text(path)
-    if vocab == "byte":
-        tokens = Vocab("byte").encode(text)
+    if vocab == "byte":  # any bytes: nothing to decode
+        raw, files = read_bytes(path)
+        tokens = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
         bounds = split_bounds(len(tokens), fractions)
         vocabulary = Vocab("byte")
     else:
+        text, files = read_text(path)
         bounds = split_bounds(len(text), fractions)
         vocabulary = Vocab("char", "".join(sorted(set(text[bounds[0][0] : bounds[0][1]]))))
         tokens = vocabulary.encode(text)
@@ -189,7 +198,7 @@ def load_text(
     return TextData(*splits, vocab=vocabulary, files=tuple(files))
 
 
-def check_block_size(tokens: Tensor, block_size: int, split: str = "train", key: str = "model.block_size") -> None:
+def check_block_size(tokens: Tensor, block_size: int, split: str = "train", key: str = "dataset.block_size") -> None:
     """Raise ConfigError unless `tokens` hold at least one window: block_size inputs plus one target."""
     if block_size < 1:
         raise ConfigError(f"{key}={block_size} is not allowed; {key} must be an integer >= 1")
@@ -220,6 +229,50 @@ def eval_windows(tokens: Tensor, block_size: int, split: str = "val") -> tuple[T
     inputs = tokens[: count * block_size].view(count, block_size)
     targets = tokens[1 : count * block_size + 1].view(count, block_size)
     return inputs, targets
+
+
+def _corpus(cfg: DatasetConfig) -> Path:
+    if cfg.name == "textfile" and cfg.root is None:
+        raise ConfigError(
+            "dataset.root=null is not allowed; dataset=textfile needs dataset.root: a UTF-8 file or a "
+            "folder of *.txt files"
+        )
+    return find_corpus(cfg.name, cfg.root)
+
+
+def _check(cfg: DatasetConfig) -> None:
+    text_files(_corpus(cfg))
+
+
+def _split(tokens: Tensor, block_size: int, split: str, device: torch.device) -> Split:
+    inputs, targets = eval_windows(tokens.to(device), block_size, split)  # views of one copy on the device
+    return Split(inputs, targets)
+
+
+def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
+    """The text as a Dataset of windows: its examples are (block_size,) int64 token windows and their targets
+    (the same shape), its classes the vocabulary. Contiguous splits: the same for every seed."""
+    assert isinstance(cfg, TextDatasetConfig)
+    corpus = load_text(_corpus(cfg), cfg.vocab, (cfg.val_fraction, cfg.test_fraction), cfg.block_size)
+    train = _split(corpus.train, cfg.block_size, "train", device)
+    if cfg.subset is not None:
+        if cfg.subset > len(train):
+            refuse("dataset.subset", cfg.subset, f"at most the {len(train)} training windows of {cfg.name}, or null")
+        generator = torch.Generator().manual_seed(derive_seed(seed, SUBSET))
+        kept = torch.randperm(len(train), generator=generator)[: cfg.subset].sort().values.to(device)
+        train = Split(train.images[kept], train.y[kept])
+    return Dataset(
+        train=train,
+        val=_split(corpus.val, cfg.block_size, "val", device),
+        test=_split(corpus.test, cfg.block_size, "test", device),
+        num_classes=corpus.vocab.size,
+        task=LANGUAGE_MODEL,
+        vocab=corpus.vocab,
+    )
+
+
+for _name in ("shakespeare", "textfile"):
+    register(_name, Source(_check, read=None, task=LANGUAGE_MODEL, load=load))
 
 
 def _code_points(text: str) -> np.ndarray:

@@ -3,7 +3,10 @@
 A builder takes the model config and the dataset's input shape (C, H, W for images) and class count and returns an
 initialised nn.Module. `model.source=lth` picks a builder registered here (lth/models/*.py); `model.source=torchvision`
 any torchvision.models classification constructor. Prunable tensors are the weights of linear and convolutional
-layers (never biases or norm layers); the output layer is the last of them, pruned at its own rate.
+layers (never biases or norm layers), unless the model declares its own with a `prunable_parameters()` method (the
+language models: LSTM gate matrices, embeddings); the output layer is the last of them, pruned at its own rate.
+A language model's builder (registered with task `language_model`) gets the window shape (T,) as its input shape
+and the vocabulary size as its class count.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from lth.errors import ConfigError
-from lth.models.registry import _BUILDERS, _TAKE_WIDTH, Builder, names, register, width_names  # noqa: F401
+from lth.models.registry import _BUILDERS, _TAKE_WIDTH, Builder, names, names_for, register, task_of, width_names  # noqa: F401
 from lth.schema import ModelConfig, refuse
+from lth.tasks import TASKS
 
 SOURCES = ("lth", "torchvision")
 _PRUNABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -28,7 +32,11 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> n
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Weights of linear and conv layers, by parameter name, in module order."""
+    """What the model declares (`prunable_parameters()`), else the weights of linear and conv layers, by parameter
+    name, in module order."""
+    declared = getattr(model, "prunable_parameters", None)
+    if callable(declared):
+        return declared()
     return {
         f"{name}.weight": module.weight
         for name, module in model.named_modules()
@@ -62,26 +70,29 @@ def check_name(cfg: ModelConfig) -> None:
 
 
 def check_fits(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
-    """Raise ConfigError unless the model builds for `input_shape` and maps a batch of 2 to (2, num_classes).
+    """Raise ConfigError unless the model builds for `input_shape` and maps a batch of 2 to its task's logits,
+    (2, num_classes) for a classifier, (2, T, vocabulary) for a language model.
 
     The model is built and run on the meta device: shapes are computed, no memory is allocated and no arithmetic
     is done, so a large torchvision model costs about a second (RegNets, which cannot be built there, are built
     for real and then moved)."""
     shape = tuple(input_shape)
+    task = TASKS[task_of(cfg)]
+    expected = task.output_shape(2, shape, num_classes)
     model: nn.Module | None = None
     try:
         model = _build_on_meta(cfg, shape, num_classes)
         model.train()  # training mode, as the run uses it (networks with auxiliary heads differ only there)
         with torch.no_grad():
-            output = model(torch.zeros(2, *shape, device="meta"))
+            output = model(task.example_input(2, shape, "meta"))
     except Exception as error:  # whatever breaks (shape mismatch, pooling to nothing, bad rank) is the reason
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         reason = _channel_mismatch(model, shape) or first_line
     else:
         if not isinstance(output, Tensor):
             reason = f"it returns a {type(output).__name__}, not a tensor of logits"
-        elif tuple(output.shape) != (2, num_classes):
-            reason = f"a batch of 2 gives outputs of shape {tuple(output.shape)}, not (2, {num_classes})"
+        elif tuple(output.shape) != expected:
+            reason = f"a batch of 2 gives outputs of shape {tuple(output.shape)}, not {expected}"
         else:
             return
     model_key = f"model={cfg.name}" if cfg.source == "lth" else f"model.source={cfg.source} model.name={cfg.name}"
@@ -111,7 +122,7 @@ def _shorten(reason: str, limit: int = 200) -> str:
 
 
 # Model families register themselves on import.
-from lth.models import conv, lenet, resnet, torchvision_models, vgg, vit  # noqa: E402
+from lth.models import conv, gpt, lenet, lstm, resnet, torchvision_models, vgg, vit  # noqa: E402
 
 __all__ = [
     "SOURCES",
@@ -119,12 +130,16 @@ __all__ = [
     "check_fits",
     "check_name",
     "conv",
+    "gpt",
     "lenet",
+    "lstm",
     "names",
+    "names_for",
     "output_layer",
     "prunable_weights",
     "register",
     "resnet",
+    "task_of",
     "torchvision_models",
     "vgg",
     "vit",

@@ -17,8 +17,9 @@ Prunable (`prunable_parameters`, in module order, the output layer last): every 
 both MLP weights, the token embedding and the output layer; a tied embedding is one tensor (`tok_embed.weight`,
 listed last: it is the output layer). Never pruned: layer norms, biases, position embeddings.
 
-Not registered as a `model=` choice: `lth run` trains image classifiers (its builders take an input shape and a
-class count, and `check_fits` runs image batches). See README "Transformers and language models (groundwork)".
+`model=gpt` (task `language_model`): keys `model.n_layer`, `model.n_head`, `model.n_embd`, `model.block_size`
+(unset: the dataset's `dataset.block_size`), `model.tie_embeddings` (lth.schema.GPTModelConfig); the vocabulary
+is the dataset's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lth.errors import ConfigError
+from lth.model_schemas import GPTModelConfig
+from lth.models.registry import register
 from lth.models.transformer import Block, check_heads
+from lth.schema import ModelConfig
+from lth.tasks import LANGUAGE_MODEL
 
 DEFAULTS = {"n_layer": 5, "n_head": 4, "n_embd": 128, "tie_embeddings": True}
 
@@ -106,3 +111,24 @@ def build_gpt(vocab_size: int, block_size: int = 128, **options: object) -> GPT:
     """A GPT for `vocab_size` tokens and contexts up to `block_size`; `options`: n_layer, n_head, n_embd,
     tie_embeddings (defaults in DEFAULTS)."""
     return GPT(vocab_size, block_size, **options)  # type: ignore[arg-type]
+
+
+def context_length(cfg: ModelConfig, input_shape: tuple[int, ...]) -> int:
+    """`model.block_size`, or the dataset's window length (T of the (T,) input shape) when unset; refused when
+    shorter than the windows the model will see."""
+    window = input_shape[0]
+    block_size = getattr(cfg, "block_size", None) or window
+    if block_size < window:
+        raise ConfigError(
+            f"model.block_size={block_size} is not allowed; model.block_size must be at least "
+            f"dataset.block_size={window} (or null: the dataset's)"
+        )
+    return block_size
+
+
+@register("gpt", task=LANGUAGE_MODEL)
+def gpt(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """`model=gpt` for windows of input_shape (T,) over a vocabulary of `num_classes` tokens."""
+    assert isinstance(cfg, GPTModelConfig)
+    options = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "tie_embeddings": cfg.tie_embeddings}
+    return GPT(num_classes, context_length(cfg, input_shape), **options)  # type: ignore[arg-type]

@@ -10,14 +10,22 @@ state starts at zero for every window (windows are drawn independently, lth.data
 
 Prunable (`prunable_parameters`, the output layer last): the token embedding, every layer's input-to-hidden and
 hidden-to-hidden weights (`lstm.weight_ih_l<k>`, `lstm.weight_hh_l<k>`: nn.LSTM keeps them as raw Parameters,
-which `lth.models.prunable_weights` does not find today) and the output layer. Never pruned: biases.
+which `lth.models.prunable_weights` finds through this method) and the output layer. Never pruned: biases.
+
+`model=lstm` (task `language_model`): keys `model.n_layer`, `model.hidden`, `model.n_embd`
+(lth.schema.LSTMModelConfig). Not batched by `train.replicates` (torch.func.vmap has no rule for nn.LSTM's fused
+kernel; refused in one line).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lth.model_schemas import LSTMModelConfig
 from lth.models.gpt import check_lm
+from lth.models.registry import register
+from lth.schema import ModelConfig
+from lth.tasks import LANGUAGE_MODEL
 
 DEFAULTS = {"n_layer": 2, "hidden": 256, "n_embd": 64}
 
@@ -58,3 +66,10 @@ def build_lstm(vocab_size: int, block_size: int = 128, **options: object) -> LST
     """An LSTM language model for `vocab_size` tokens trained on windows of `block_size`; `options`: n_layer,
     hidden, n_embd (defaults in DEFAULTS)."""
     return LSTMLanguageModel(vocab_size, block_size, **options)  # type: ignore[arg-type]
+
+
+@register("lstm", task=LANGUAGE_MODEL)
+def lstm(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """`model=lstm` for windows of input_shape (T,) over a vocabulary of `num_classes` tokens."""
+    assert isinstance(cfg, LSTMModelConfig)
+    return LSTMLanguageModel(num_classes, input_shape[0], n_layer=cfg.n_layer, hidden=cfg.hidden, n_embd=cfg.n_embd)

@@ -10,8 +10,8 @@ Carbin's networks have none, and `train.replicates` refuses it).
 
 lth's default is a small ViT sized for 28x28 and 32x32 images rather than one of the paper's ViT-B/L/H: 4x4
 patches (7x7 = 49 patches on Fashion-MNIST), width 64, 6 blocks, 4 heads, 305,034 parameters on Fashion-MNIST.
-`model.width` sets the width; patch size, depth, heads and pooling are keyword arguments of `VisionTransformer`
-(config keys for them need schema fields, see README "Transformers and language models").
+`model.width` sets the width; `model.patch_size`, `model.n_layer` (depth), `model.n_head`, `model.mlp_ratio` and
+`model.pool` the rest (lth.schema.ViTModelConfig; unset: the defaults here).
 
 Initialisation as the paper's own JAX code (google-research/vision_transformer; timm's "jax" scheme, torchvision's
 ViT likewise): linear weights Glorot (Xavier) uniform, biases zero, the patch projection LeCun normal (std
@@ -31,13 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from lth.errors import ConfigError
+from lth.model_schemas import POOLS
 from lth.models.registry import register
 from lth.models.transformer import Block, check_heads
 from lth.schema import ModelConfig
 
-POOLS = ("cls", "mean")
-# The defaults of `model=vit`; the ModelConfig field each is read from once the schema has it (see `_option`):
-# model.width today, model.patch_size, model.n_layer, model.n_head, model.mlp_ratio and model.pool to come.
+# The defaults of `model=vit`, and the config field (lth.schema.ViTModelConfig) each is read from (see `_option`).
 DEFAULTS = {"patch_size": 4, "width": 64, "depth": 6, "heads": 4, "mlp_ratio": 4, "pool": "cls"}
 CONFIG_KEYS = {"patch_size": "patch_size", "width": "width", "depth": "n_layer", "heads": "n_head"}
 CONFIG_KEYS |= {"mlp_ratio": "mlp_ratio", "pool": "pool"}
@@ -104,7 +103,10 @@ def check_vit(
         raise ConfigError(f"a vision transformer needs image inputs of shape (C, H, W), not {tuple(input_shape)}")
     channels, height, image_width = input_shape
     if patch_size < 1 or height % patch_size or image_width % patch_size:
-        raise ConfigError(f"the patch size {patch_size} does not divide the {height}x{image_width} images")
+        raise ConfigError(
+            f"model.patch_size={patch_size} is not allowed; model.patch_size must divide the {height}x{image_width} "
+            "images"
+        )
     check_heads(width, heads)
     if depth < 1:
         raise ConfigError(f"a vision transformer needs a depth >= 1, not {depth}")
@@ -114,8 +116,7 @@ def check_vit(
 
 
 def _option(cfg: ModelConfig, option: str) -> object:
-    """The config's value for `option` (field CONFIG_KEYS[option]) when ModelConfig has that field and it is set,
-    else the default."""
+    """The config's value for `option` (field CONFIG_KEYS[option]) when it is set, else the default."""
     value = getattr(cfg, CONFIG_KEYS[option], None)
     return DEFAULTS[option] if value is None else value
 
