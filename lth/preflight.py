@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,7 +24,6 @@ from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, r
 from lth.errors import ConfigError
 from lth.models import prunable_weights
 from lth.schema import Config
-from lth.structured import to_container
 from lth.train import steps_per_epoch, to_steps
 
 
@@ -56,7 +56,7 @@ def sweep_jobs(jobs: list[Config]) -> None:
     first job starts: a bad value in job 7 must not wait for jobs 0-6 to train. Each distinct dataset is read once."""
     available: dict[str, int] = {}
     for cfg in jobs:
-        key = json.dumps({k: v for k, v in to_container(cfg.dataset).items() if k not in ("val_size", "subset")})
+        key = json.dumps({k: v for k, v in asdict(cfg.dataset).items() if k not in ("val_size", "subset")})
         if key not in available:
             available[key] = data.available_examples(cfg.dataset)
         _check_durations(cfg, data.training_examples(cfg.dataset, available[key]))

@@ -44,7 +44,18 @@ RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replica
 SHAPE_KEYS = ("model.", "dataset.name", "dataset.like", "dataset.input_shape", "dataset.num_classes", "dataset.vocab")
 # Keys added after run records were pinned (tests/fixtures/config_records.json), with their defaults: a key at its
 # default is left out of run.json and the config hash, so every earlier run keeps its hash and can be resumed.
-LATER_KEYS: dict[str, Any] = {"train.grad_clip": None}
+LATER_KEYS: dict[str, Any] = {
+    "train.grad_clip": None,
+    "train.patience": 0,
+    "prune.update_every": 100,
+    "prune.drop_fraction": 0.3,
+    "prune.drop_schedule": "cosine",
+    "prune.update_until": 0.75,
+    "prune.early_ticket": False,
+    "prune.early_ticket_window": 5,
+    "prune.early_ticket_epsilon": 0.1,
+    "ui.width": None,
+}
 VOCABS = ("char", "byte")  # text datasets: the training split's characters (plus one unknown id) | UTF-8 bytes
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
 REQUIRED: Any = "???"
