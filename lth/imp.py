@@ -19,21 +19,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth import checks, data, dst, early_ticket, loggers, replicates, retrain
+from lth import checks, data, dst, early_ticket, loggers, preflight, replicates, retrain
 from lth.checkpoint import (
+    CHECKSUM_FILE,
+    INIT_FILE,
     REWIND_FILE,
     clear_states,
     is_sealed,
+    load_sealed,
     load_state,
     load_tensors,
     publish_round,
+    read_json,
     save_state,
     seal_tensors,
     verify_round,
 )
 from lth.controls import CONTROLS
 from lth.criteria import Scoring
-from lth.errors import Interrupted
+from lth.errors import ConfigError, Interrupted
 from lth.models import output_layer, prunable_weights
 from lth.prune import (
     SCHEDULES,
@@ -164,6 +168,9 @@ class Rounds:
         return str(next(iter(self.init.values())).device)
 
     def run_round(self, round_index: int) -> dict[str, Any]:
+        source = self.round0_source(round_index)
+        if source is not None:
+            return self.take_round0(source)
         begun = self.begin_round(round_index)
         self.display_round(begun)
         stream = begun.after_step.stream = loggers.live_stream(
@@ -182,6 +189,41 @@ class Rounds:
             return self.finish_round(begun, begun.trainer.run(on_progress=progress, after_step=begun.after_step))
         finally:
             stream.close()
+
+    def round0_source(self, round_index: int) -> Path | None:
+        """The run whose round 0 this one takes (`preflight.round0_source`), when round 0 is what comes next and
+        that run's θ0 is this run's; a named run with another θ0 is refused."""
+        source = preflight.round0_source(self.cfg) if round_index == 0 else None
+        if source is None:
+            return None
+        theirs = load_sealed(source, INIT_FILE, self.device)
+        if theirs.keys() == self.init.keys() and all(torch.equal(theirs[k], self.init[k]) for k in theirs):
+            return source
+        if self.cfg.prune.round0_from is not None:
+            raise ConfigError(f"prune.round0_from={source}: its θ0 (init.safetensors) is not this run's")
+        return None
+
+    def take_round0(self, source: Path) -> dict[str, Any]:
+        """Round 0 as `source` trained it: the same θ0, data and recipe train the same round, so its files are
+        verified against their checksums and published as this run's (θk too), and the proof is recorded."""
+        folder = verify_round(source, 0)
+        tensors = {
+            stem: load_tensors(folder / f"{stem}.safetensors", self.device) for stem in ("mask", "start", "final")
+        }
+        metrics = {**read_json(folder / "metrics.json"), "taken_from": {
+            "run": str(source.resolve()), "checksums": read_json(folder / CHECKSUM_FILE)
+        }}  # fmt: skip
+        if not is_sealed(self.run_dir, REWIND_FILE):
+            seal_tensors(self.run_dir, REWIND_FILE, load_sealed(source, REWIND_FILE, self.device))
+        publish_round(self.run_dir, 0, tensors, metrics)
+        self.model.load_state_dict(tensors["final"])
+        loggers.round_published(self.run_dir, 0, self.cfg.logger)
+        clear_states(self.run_dir)
+        self.display.console.print(
+            f"round 0 taken from {source}: the same θ0, data and recipe (checksums verified), not trained again",
+            soft_wrap=True,
+        )
+        return metrics
 
     def begin_round(self, round_index: int) -> RoundStart:
         """Everything before round r trains: prune, reset the survivors, check, and the Trainer (its saved state
@@ -309,6 +351,9 @@ class Rounds:
 
 def round_together(group: list[Rounds], round_index: int) -> list[dict[str, Any]]:
     """Round r of replicates: each prunes and resets on its own, they train as one batch, each publishes."""
+    sources = [rounds.round0_source(round_index) for rounds in group]
+    if all(source is not None for source in sources):  # replicates take their round 0 each from its own seed's run
+        return [rounds.take_round0(source) for rounds, source in zip(group, sources, strict=True) if source]
     begun = [rounds.begin_round(round_index) for rounds in group]
     group[0].display_round(begun[0])
     batch = replicates.ReplicateBatch([b.trainer for b in begun])

@@ -23,7 +23,8 @@ from lth import data, models, replicates
 from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, read_run_record, verify_round
 from lth.errors import ConfigError
 from lth.models import prunable_weights
-from lth.schema import Config
+from lth.schema import Config, refuse
+from lth.structured import from_container, round0_config
 from lth.train import steps_per_epoch, to_steps
 
 
@@ -43,6 +44,7 @@ def environment(cfg: Config) -> None:
     data.check(cfg.dataset)
     if cfg.prune.masks_from is not None:
         _check_masks_source(cfg)
+    round0_source(cfg)  # a named round 0 that cannot stand for this run's is refused before any directory
 
 
 def no_run_in(run_dir: Path) -> None:
@@ -114,6 +116,37 @@ def masks_source(cfg: Config) -> Path:
         found = "no run" if not same_seed else f"{len(same_seed)} runs ({', '.join(map(str, same_seed))})"
         raise ConfigError(f"{key} holds {found} with seed={cfg.seed}; name one run directory instead")
     return same_seed[0]
+
+
+def round0_source(cfg: Config) -> Path | None:
+    """The run whose finished round 0 this run takes instead of training it again: `prune.round0_from` (refused
+    unless its round 0 was trained under the same round-0 config), else the run `prune.masks_from` names when its
+    round 0 was (a control's dense round is its ticket's). Sparse-from-the-start methods have no dense round 0."""
+    from lth.prune import SCHEDULES
+
+    if SCHEDULES[cfg.prune.schedule].from_start:
+        if cfg.prune.round0_from is not None:
+            refuse("prune.round0_from", cfg.prune.round0_from, f"null for prune.schedule={cfg.prune.schedule}")
+        return None
+    named = cfg.prune.round0_from
+    if named is None:
+        source = masks_source(cfg) if cfg.prune.masks_from is not None else None
+        return source if source is not None and not _round0_differences(cfg, source) else None
+    source, key = Path(named), f"prune.round0_from={named}"
+    if not (source / RUN_FILE).is_file() or finished_rounds(source) < 1:
+        raise ConfigError(f"{key}: not a run with a finished round 0 (no {RUN_FILE} and round_00 there)")
+    differences = _round0_differences(cfg, source)
+    if differences:
+        raise ConfigError(f"{key}: its round 0 was trained otherwise ({differences}); it cannot stand for this one's")
+    return source
+
+
+def _round0_differences(cfg: Config, source: Path) -> str:
+    """The round-0 keys on which `cfg` and the run at `source` differ ("" when none)."""
+    theirs = round0_config(from_container(read_run_record(source).get("config"), source / RUN_FILE))
+    ours = round0_config(cfg)
+    return ", ".join(f"{k} ({theirs.get(k)} there, {ours.get(k)} here)" for k in sorted(ours.keys() | theirs.keys())
+                     if ours.get(k) != theirs.get(k))  # fmt: skip
 
 
 def _check_masks_source(cfg: Config) -> None:

@@ -55,6 +55,7 @@ LATER_KEYS: dict[str, Any] = {
     "prune.early_ticket_window": 5,
     "prune.early_ticket_epsilon": 0.1,
     "ui.width": None,
+    "prune.round0_from": None,
 }
 VOCABS = ("char", "byte")  # text datasets: the training split's characters (plus one unknown id) | UTF-8 bytes
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
@@ -223,6 +224,9 @@ class PruneConfig:
     control: Control = Control["none"]
     masks_from: str | None = None  # a run directory whose masks this run trains with (controls, transfer)
     masks_round: int | None = None  # with masks_from: use this round's mask in every pruned round
+    # a run whose round 0 this run takes instead of training it again (same round-0 config and θ0, checked);
+    # automatic for prune.masks_from when its round 0 was trained the same way (a control's round 0 is the ticket's)
+    round0_from: str | None = None
     # Dynamic sparse training (schedule set | rigl; Mocanu et al. 2018, Evci et al. 2020; defaults RigL's):
     update_every: int = 100  # steps between mask updates (RigL's ΔT)
     drop_fraction: float = 0.3  # fraction of each layer's survivors dropped (and regrown) at the first update

@@ -168,6 +168,25 @@ def flatten(cfg: Config) -> dict[str, Any]:
     return flat
 
 
+# Pruning keys that act during round 0 (θk is saved in it; an early ticket stops it); the others act after it.
+ROUND0_PRUNE_KEYS = ("prune.rewind_to", "prune.early_ticket")
+# Where the data was read from: two copies of the same files train the same round 0 (the data is hashed by θ0's
+# and the round's checks only as far as its name and sizes go, so name the same dataset).
+WHERE_KEYS = ("dataset.root", "dataset.download")
+
+
+def round0_config(cfg: Config) -> dict[str, Any]:
+    """The keys that decide round 0, the dense training: all that decide results except the pruning, which acts
+    after it (but `ROUND0_PRUNE_KEYS`), and where the data was read from."""
+    return {
+        key: value
+        for key, value in flatten(cfg).items()
+        if decides_results(key)
+        and key not in WHERE_KEYS
+        and (not key.startswith("prune.") or key.startswith(ROUND0_PRUNE_KEYS))
+    }
+
+
 def decides_shapes(key: str) -> bool:
     """Whether a dotted config key decides the shapes of a run's saved tensors (SHAPE_KEYS)."""
     return key.startswith(SHAPE_KEYS)
