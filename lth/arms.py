@@ -44,9 +44,15 @@ def arm_name(label: dict[str, Any]) -> str:
     """`{'prune.retrain': 'reinit', 'prune.masks_from': '...'}` -> `reinit`; `{'prune.rate': 0.3}` -> `rate 0.3`."""
     words = []
     sparse = str(label.get("prune.schedule")) in _SPARSE
+    one_shot = str(label.get("prune.schedule")) == "oneshot"
     for key, value in label.items():
-        # a sparse arm's density is its table row and its x: one name across densities makes it one column and line
+        # a sparse or one-shot arm's density is its table row and its x: one name across densities makes it one
+        # column and one line (a one-shot arm's global spread is its default: it adds no words)
         if key in _IMPLIED or (sparse and key in ("prune.rounds", "prune.distribution", "prune.target_density")):
+            continue
+        if one_shot and (
+            key in ("prune.rounds", "prune.target_density") or (key, value) == ("prune.distribution", "global")
+        ):
             continue
         if value is None and key in ("prune.distribution", "prune.target_density"):  # unset beside a sparse arm
             continue

@@ -235,6 +235,8 @@ def group_runs(runs: Sequence[Run], by: Sequence[str] | None = None) -> list[Gro
         if any(run.config.get("prune.schedule") in SPARSE_FROM_START for run in runs):
             # a sparse-from-the-start arm is named by its method and spread even when no other arm differs there
             by = [*by, *(key for key in ("prune.schedule", "prune.distribution") if key not in by)]
+        if any(run.config.get("prune.schedule") == "oneshot" for run in runs) and "prune.schedule" in by:
+            by = [*by, *(key for key in ("prune.criterion",) if key not in by)]  # one-shot SNIP, not one-shot
     else:
         known = set().union(*(run.config for run in runs))
         for key in by:

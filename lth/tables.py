@@ -35,12 +35,13 @@ def pivot(groups: Sequence[Group], metric: str) -> tuple[list[str], list[list[st
         # arms of one name (RigL at 20% and RigL at 5%, each a configuration) share a column where they do not collide
         name, points = arm_name(group.label), [r for r in group.rounds() if r["density"] and r.get(metric)]
         densities = [round(row["density"]["mean"], 4) for row in points]
-        free = name in names and all(names.index(name) not in cells.get(d, {}) for d in densities)
+        # (the dense round 0 of one-shot arms is the same network at every target density: the first one stands)
+        free = name in names and all(names.index(name) not in cells.get(d, {}) or d == 1.0 for d in densities)
         column = names.index(name) if free else len(names)
         if not free:
             names.append(name)
         for density, row in zip(densities, points, strict=True):
-            cells.setdefault(density, {})[column] = row[metric]
+            cells.setdefault(density, {}).setdefault(column, row[metric])
     counts = {stat["n"] for by_arm in cells.values() for stat in by_arm.values()}
     same_n = len(counts) == 1
     suffix = f" (n = {counts.pop()})" if same_n else ""

@@ -19,6 +19,10 @@ from lth.report import configuration, group_runs, load_runs
         ({"prune.retrain": "reinit", "prune.masks_from": "/runs/tickets"}, "reinit"),
         ({"prune.control": "shuffle_layer", "prune.masks_from": "/runs/tickets"}, "random pruning"),
         ({"prune.criterion": "snip", "prune.schedule": "oneshot"}, "SNIP, one-shot"),
+        (  # a one-shot arm is one name across its target densities: one column, one line
+            {"prune.schedule": "oneshot", "prune.rounds": 1, "prune.target_density": 0.05, "prune.distribution": "global"},
+            "one-shot",
+        ),
         ({"prune.rate": 0.3}, "rate 0.3"),
         ({"prune.rewind_to": "0"}, "rewind to θ0"),
         ({"prune.rewind_to": "500it"}, "rewind to 500it"),
