@@ -20,7 +20,7 @@ from lth.report import configuration, group_runs, load_runs
         ({"prune.control": "shuffle_layer", "prune.masks_from": "/runs/tickets"}, "random pruning"),
         ({"prune.criterion": "snip", "prune.schedule": "oneshot"}, "SNIP, one-shot"),
         (  # a one-shot arm is one name across its target densities: one column, one line
-            {"prune.schedule": "oneshot", "prune.rounds": 1, "prune.target_density": 0.05, "prune.distribution": "global"},
+            {"prune.schedule": "oneshot", "prune.rounds": 1, "prune.target_density": 0.05, "prune.distribution": "global"},  # noqa: E501
             "one-shot",
         ),
         ({"prune.rate": 0.3}, "rate 0.3"),
