@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth import checks, data, loggers, replicates, retrain
+from lth import checks, data, loggers, replicates, retrain, structures
 from lth.checkpoint import (
     REWIND_FILE,
     clear_states,
@@ -34,7 +34,7 @@ from lth.checkpoint import (
 from lth.controls import CONTROLS
 from lth.criteria import Scoring
 from lth.errors import Interrupted
-from lth.models import output_layer, prunable_weights
+from lth.models import prunable_weights
 from lth.prune import (
     SCHEDULES,
     Masks,
@@ -45,7 +45,6 @@ from lth.prune import (
     density,
     layer_densities,
     parameter_density,
-    plan_round,
     remaining_parameters,
 )
 from lth.schema import Config
@@ -162,7 +161,7 @@ class Rounds:
     def finish_round(self, begun: RoundStart, result: TrainResult) -> dict[str, Any]:
         """Check the trained round, then publish its weights, masks and metrics."""
         run_dir, model, masks, round_index = self.run_dir, self.model, begun.masks, begun.round_index
-        round_checks = begun.checks | checks.check_end(model, masks, begun.groups)
+        round_checks = begun.checks | checks.check_end(model, masks, begun.groups, self.cfg.prune, round_index)
         checks.require(round_checks, round_index)
         metrics = {
             "round": round_index,
@@ -191,21 +190,20 @@ class Rounds:
         `prune.masks_from`; `prune.control` then alters them."""
         prune = self.cfg.prune
         control = CONTROLS[prune.control]
-        output = output_layer(self.model)
         if round_index == 0:
             masks = dense_masks(self.model)
-            return masks, plan_round(masks, output, prune, 0)
+            return masks, structures.plan(self.model, masks, prune, 0)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, RANDOM_PRUNING, round_index))
         if self.borrowed_from is not None:
             masks = self.borrowed_masks(self.borrowed_from, round_index)
-            groups = [PruneGroup((name,), int(mask.sum())) for name, mask in masks.items()]
+            counted = structures.counted(masks, structures.unit_sets(self.model, prune))
+            groups = [PruneGroup((name,), int(mask.sum())) for name, mask in counted.items()]
         else:
             source = verify_round(self.run_dir, SCHEDULES[prune.schedule].pruned_from(round_index))
             final = load_tensors(source / "final.safetensors", self.device)
             previous = load_tensors(source / "mask.safetensors", self.device)
-            groups = plan_round(previous, output, prune, round_index)
             scoring = Scoring(prune, self.model, previous, final, self.init, start, self.dataset, generator)
-            masks = scoring.prune(groups, invert=control.invert)
+            masks, groups = structures.prune(scoring, round_index, invert=control.invert)
         if control.masks is not None:
             shuffler = torch.Generator().manual_seed(derive_seed(self.cfg.seed, SHUFFLE, round_index))
             masks = control.masks(masks, shuffler)

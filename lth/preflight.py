@@ -5,8 +5,8 @@
 2. environment (`environment`): the device, the data files, the run `prune.masks_from` names; before any run
    directory is made (`lth run` checks every job of a sweep this way first);
 3. built model (`model_fits`, `built_model`): what needs the data's shapes and the model: the model fits the data,
-   replicates can be batched, the rewind point comes before the end of round 0, `prune.ignore` patterns and
-   borrowed masks fit the model; before round 0 trains.
+   replicates can be batched, the rewind point comes before the end of round 0, `prune.ignore` patterns,
+   borrowed masks and `prune.structure` fit the model; before round 0 trains.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lth import data, models, replicates
+from lth import data, models, replicates, structures
 from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, read_run_record, verify_round
 from lth.errors import ConfigError
 from lth.models import prunable_weights
@@ -75,6 +75,7 @@ def built_model(cfg: Config, model: nn.Module, dataset: data.Dataset) -> Path | 
     _check_rewind_point(cfg, dataset)
     borrowed_from = masks_source(cfg) if cfg.prune.masks_from is not None else None
     _check_pruning_targets(cfg, model, borrowed_from)
+    structures.check_model(model, cfg.prune)
     return borrowed_from
 
 
