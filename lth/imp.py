@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth import checks, data, loggers, replicates, retrain, structures
+from lth import checks, compact, data, loggers, replicates, retrain, structures
 from lth.checkpoint import (
     REWIND_FILE,
     clear_states,
@@ -171,6 +171,7 @@ class Rounds:
             "remaining_parameters": remaining_parameters(model, masks),
             "layer_density": layer_densities(masks),
             "collapsed_layers": collapsed_layers(masks),
+            "dead_units": compact.model_dead_units(model, masks),  # per layer; what compaction removes for free
             **result.metrics(),
             "checks": round_checks,
             "seconds": time.perf_counter() - begun.started,

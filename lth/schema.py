@@ -37,6 +37,10 @@ DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500i
 # Keys that may change when a run is resumed: they do not change any result (batched replicates equal runs
 # alone, to float rounding).
 RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replicates")
+# Keys added after runs were first recorded, with the value that reproduces those runs: a record leaves a key out
+# at that value (lth.structured.to_container), so the records and config hashes of earlier runs stay as they were
+# and those runs still resume.
+LATER_KEYS: dict[str, Any] = {"prune.structure": "weight", "prune.nm": [2, 4]}
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
 REQUIRED: Any = "???"
 

@@ -14,6 +14,7 @@ SHUFFLE = 4  # (seed, SHUFFLE, round): the permutation of the shuffle_layer mask
 SUBSET = 5  # (seed, SUBSET): which training examples `dataset.subset` keeps
 AUGMENT = 6  # (seed, AUGMENT, round, step): the crops and flips of one training batch
 LMC = 7  # (seed, LMC, round): the SGD noise of the second copy in `lth analyze lmc`
+TRAIN_SAMPLE = 8  # (seed, TRAIN_SAMPLE): the training examples each evaluation measures training accuracy on
 
 
 def derive_seed(*parts: int) -> int:

@@ -24,6 +24,7 @@ from lth.errors import ConfigError
 from lth.schema import (
     DATASET_SCHEMAS,
     GROUPS,
+    LATER_KEYS,
     RESUMABLE_KEYS,
     Config,
     DatasetConfig,
@@ -95,6 +96,13 @@ def to_container(cfg: Config) -> dict[str, Any]:
     """Plain data (for run.json, the authoritative record of a run's config)."""
     container = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
     assert isinstance(container, dict)
+    for key, before in LATER_KEYS.items():  # at the value earlier runs had: left out, as they were recorded
+        *groups, name = key.split(".")
+        node: Any = container
+        for group in groups:
+            node = node.get(group) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(name) == before:
+            del node[name]
     return container
 
 

@@ -16,7 +16,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ from lth.errors import RunFailed
 from lth.models import prunable_weights
 from lth.prune import Masks
 from lth.schema import DURATION, TrainConfig
-from lth.seeds import AUGMENT, DATA_ORDER, TRAINING, derive_seed
+from lth.seeds import AUGMENT, DATA_ORDER, TRAIN_SAMPLE, TRAINING, derive_seed
 
 EVAL_BATCH_SIZE = 2048
 PROGRESS_EVERY = 20  # steps between progress callbacks: frequent enough to watch, rare enough to be free
@@ -46,6 +46,10 @@ class Evaluation:
     test_loss: float
     test_accuracy: float
     lr: float  # the learning rate of the last step taken
+    # on a fixed, seeded sample of the training split as large as the validation split (`training_sample`): the
+    # generalisation gap is train - test; None in evaluations recorded before lth measured it
+    train_loss: float | None = None
+    train_accuracy: float | None = None
 
 
 @dataclass
@@ -67,6 +71,9 @@ class TrainResult:
             "early_stop_step": self.early_stop.step if self.early_stop else None,
             "early_stop_val_loss": self.early_stop.val_loss if self.early_stop else None,
             "early_stop_test_accuracy": self.early_stop.test_accuracy if self.early_stop else None,
+            "train_accuracy": self.final.train_accuracy,
+            "train_loss": self.final.train_loss,
+            "early_stop_train_accuracy": self.early_stop.train_accuracy if self.early_stop else None,
             "history": [asdict(e) for e in self.history],
         }
 
@@ -116,6 +123,17 @@ def to_steps(duration: str, per_epoch: int) -> int:
         raise ValueError(f"not a training duration: {duration!r} (expected e.g. 500it or 2ep)")
     count = int(match["count"])
     return count * per_epoch if match["unit"] == "ep" else count
+
+
+def training_sample(data: Dataset, seed: int) -> Split:
+    """The training examples every evaluation of a run measures training loss and accuracy on: as many as the
+    validation split holds (the test split without one), drawn once per run from (seed, TRAIN_SAMPLE), so every
+    round is measured on the same examples at the cost of one more validation pass."""
+    train = data.train
+    size = min(len(train), len(data.val) if data.val is not None else len(data.test))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(seed, TRAIN_SAMPLE)))
+    chosen = order[:size].sort().values.to(train.y.device)
+    return replace(train, images=train.images[chosen], y=train.y[chosen])
 
 
 @torch.inference_mode()
@@ -173,6 +191,7 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0  # training time summed over every process that worked on this round
         self.history: list[Evaluation] = []
+        self.train_sample = training_sample(data, seed)
         torch.manual_seed(derive_seed(seed, TRAINING, round_index))  # dropout and other in-model randomness, per round
 
     def state_dict(self) -> dict[str, Any]:
@@ -244,7 +263,8 @@ class Trainer:
                 correct_sum += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
                 if self.evaluation_due():
-                    self.record(evaluate(model, data.val) if data.val is not None else None, evaluate(model, data.test))
+                    val = evaluate(model, data.val) if data.val is not None else None
+                    self.record(val, evaluate(model, data.test), evaluate(model, self.train_sample))
                 if on_progress is not None and self.step % PROGRESS_EVERY == 0:
                     on_progress(self.step, self.finite_mean(loss_sum, seen), correct_sum.item() / seen)
                 if after_step is not None:
@@ -289,11 +309,12 @@ class Trainer:
             history=self.history,
         )
 
-    def record(self, val: tuple[float, float] | None, test: tuple[float, float]) -> None:
-        """Add the evaluation (loss, accuracy) on the validation and test sets after the current step."""
+    def record(self, val: tuple[float, float] | None, test: tuple[float, float], train: tuple[float, float]) -> None:
+        """Add the evaluation (loss, accuracy) on the validation and test sets and the training sample after the
+        current step."""
         val_loss, val_accuracy = val if val is not None else (None, None)
         lr = self.lr_at(self.step - 1)
-        self.history.append(Evaluation(self.step, val_loss, val_accuracy, *test, lr))
+        self.history.append(Evaluation(self.step, val_loss, val_accuracy, *test, lr, *train))
 
     def finite_mean(self, loss_sum: Tensor, count: int) -> float:
         """The running training loss; a NaN or infinite loss stops the round (the run is marked failed)."""
