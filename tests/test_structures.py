@@ -98,6 +98,7 @@ def test_a_structured_run_records_its_proofs(tmp_path, capsys):
     metrics = json.loads((run / "round_01" / "metrics.json").read_text())
     assert metrics["checks"]["structure_units_whole"] is True
     assert metrics["layer_density"]["fc1.weight"] == 240 / 300  # 80% of the 300 units, whole rows
+    assert metrics["dead_units"]["fc1.weight"]["no_incoming"] == 60  # the pruned units, free to compact
 
 
 def test_the_schema_refuses_an_nm_pattern_that_prunes_nothing_and_a_shuffle_that_breaks_units():
