@@ -8,6 +8,7 @@
 - training curves: test accuracy against the training step of chosen rounds.
 - linear mode connectivity (Frankle et al., ICML 2020): test error along the line between two trainings of a
   round, from `lth analyze lmc` results where they exist.
+- a ticket's structure (lth.ticket_plots): first-layer connectivity, mask overlap, dead units, generalisation gap.
 
 matplotlib is imported here only, with the Agg backend (no display needed), so `lth --help` stays fast.
 """
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lth import ticket_plots
 from lth.checkpoint import atomic_write, check_writable, read_json
 from lth.errors import ConfigError, OutputError, RunFailed
 from lth.report import Group, Run, describe
@@ -64,6 +66,7 @@ def render(
     ]
     if any(_lmc_results(run) for run in runs):
         figures.append(("lmc", lambda ax: lmc_curves(ax, runs)))
+    figures += ticket_plots.figures(drawn, rounds)  # connectivity, mask overlap, dead units, generalisation gap
     title = title or describe(runs)
     written = []
     if plot is not None:

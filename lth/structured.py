@@ -143,7 +143,7 @@ def flatten(cfg: Config) -> dict[str, Any]:
                 flat[f"{prefix}{key}"] = value
 
     walk(to_container(cfg), "")
-    return flat
+    return {**LATER_KEYS, **flat}  # a key a record leaves out at its old value has that value
 
 
 def decides_results(key: str) -> bool:
@@ -153,7 +153,8 @@ def decides_results(key: str) -> bool:
 
 def config_hash(cfg: Config) -> str:
     """A fingerprint of everything that determines a run's results."""
-    decisive = {k: v for k, v in flatten(cfg).items() if decides_results(k)}
+    later = LATER_KEYS.items()
+    decisive = {k: v for k, v in flatten(cfg).items() if decides_results(k) and (k, v) not in later}
     return hashlib.sha256(repr(sorted(decisive.items())).encode()).hexdigest()[:16]
 
 

@@ -101,6 +101,8 @@ def test_every_figure_is_a_readable_non_blank_png(sweep_template, tmp_path, caps
         "report", str(sweep), "--plot", str(one), "--plot-dir", str(folder), "--rounds", "0,2", capsys=capsys
     )
     names = ["accuracy_vs_density", "early_stop_vs_density", "layer_density", "training_curves", "lmc"]
+    names += ["first_layer_connectivity", "mask_overlap_rounds", "mask_overlap_seeds", "dead_units_vs_density"]
+    names += ["generalisation_gap_vs_density"]  # a ticket's structure (lth.ticket_plots)
     assert sorted(p.stem for p in folder.iterdir()) == sorted(names)
     assert f"wrote {one}" in printed
     for path in [one, *(folder / f"{name}.png" for name in names)]:
