@@ -31,7 +31,7 @@ from lth.criteria import CRITERIA, Scoring
 from lth.errors import ConfigError
 from lth.models import output_layer, prunable_weights
 from lth.models.transformer import SelfAttention
-from lth.prune import Masks, PruneGroup, ignored, plan_round, prune_by_score
+from lth.prune import Masks, PruneGroup, distribution, ignored, plan_round, prune_by_score
 from lth.schema import PruneConfig
 
 
@@ -213,9 +213,18 @@ def check(model: nn.Module, masks: Masks, groups: list[PruneGroup], cfg: PruneCo
 
 
 def check_model(model: nn.Module, cfg: PruneConfig) -> None:
-    """ConfigError (one line) when `cfg.structure` does not fit `model`: channel without conv layers, head without
-    attention, nm on a layer whose input size is not a multiple of M."""
+    """ConfigError (one line) when `cfg.structure` does not fit `model` or the plan: units ranked across layers
+    (global or ERK distributions), channel without conv layers, head without attention, nm on a layer whose input
+    size is not a multiple of M."""
     structure = STRUCTURES[cfg.structure]
+    if structure.units is not None and distribution(cfg) != "uniform":
+        # a unit holds hundreds of weights: ranked against single weights or other layers' units, the plan would
+        # count units of different sizes as equals
+        key, allowed = ("distribution", "uniform") if cfg.distribution is not None else ("scope", "layerwise")
+        raise ConfigError(
+            f"prune.{key}={getattr(cfg, key)} is not allowed with prune.structure={cfg.structure}; prune.{key} must "
+            f"be {allowed} (each layer's units are counted and ranked on their own)"
+        )
     if structure.needs and not unit_sets(model, cfg):
         raise ConfigError(
             f"prune.structure={cfg.structure} is not allowed for model {type(model).__name__}: it has no "

@@ -110,6 +110,8 @@ def test_the_schema_refuses_an_nm_pattern_that_prunes_nothing_and_a_shuffle_that
         PruneConfig(structure="neuron", control="shuffle_layer")
     with pytest.raises(ConfigError, match="no attention layers"):
         structures.check_model(Net(), PruneConfig(structure="head"))
+    with pytest.raises(ConfigError, match=r"prune\.scope=global is not allowed with prune\.structure=neuron"):
+        structures.check_model(Net(), PruneConfig(structure="neuron", scope="global"))  # units of unequal sizes
 
 
 @pytest.mark.parametrize(
