@@ -67,10 +67,10 @@ class UnitSet:
     def name(self) -> str:
         return self.parts[0].weight
 
-    def empty(self) -> Tensor:
-        """The plan's mask shape: (1, units) (one output row, so `protect` keeps at least one unit of a layer
-        ranked with others), with two more dimensions for conv layers."""
-        return torch.zeros((1, self.units, 1, 1) if self.conv else (1, self.units))
+    def plan_shape(self) -> tuple[int, ...]:
+        """The shape of the set's mask in the plan: the units as one row, 4-D for a conv layer (which
+        `lth.prune.iterative` recognises by its dimensions)."""
+        return (1, self.units, 1, 1) if self.conv else (1, self.units)
 
     def total(self, values: Masks) -> Tensor:
         """Per unit, the sum of `values` (tensors of the weights' shapes) over the unit's entries."""
@@ -85,6 +85,8 @@ UnitFinder = Callable[[nn.Module, PruneConfig], list[UnitSet]]
 
 @dataclass(frozen=True)
 class Structure:
+    """What a structure prunes: units (rows, filters, heads) found in a model, or a pattern of weights."""
+
     units: UnitFinder | None = None  # its unit sets in a model (None: every weight is its own unit)
     needs: str = ""  # what a model must have for it (refused without: no unit set found)
     # the weights a pruned round may keep at most, from a layer's (mask, scores, cfg); the N:M pattern
@@ -133,7 +135,7 @@ def best_n(mask: Tensor, score: Tensor, cfg: PruneConfig) -> Tensor:
 
 
 register("weight", Structure())
-register("neuron", Structure(output_rows(nn.Linear)))
+register("neuron", Structure(output_rows(nn.Linear), needs="hidden linear layers"))
 register("channel", Structure(output_rows(nn.Conv2d), needs="conv layers"))
 register("head", Structure(attention_heads, needs="attention layers (SelfAttention)"))
 register("nm", Structure(allowed=best_n))
@@ -152,7 +154,7 @@ def counted(masks: Masks, sets: list[UnitSet]) -> Masks:
     covered = {part.weight for units in sets for part in units.parts}
     out = {name: mask for name, mask in masks.items() if name not in covered}
     for units in sets:
-        out[units.name] = units.total(masks).gt(0).view_as(units.empty())
+        out[units.name] = units.total(masks).gt(0).view(units.plan_shape())
     return out
 
 
@@ -185,7 +187,7 @@ def prune(scoring: Scoring, round_index: int, invert: bool) -> tuple[Masks, list
         surviving = {part.weight: masks[part.weight] for part in units.parts}
         weighted = {part.weight: scores[part.weight] * masks[part.weight] for part in units.parts}
         mean = units.total(weighted) / units.total(surviving).clamp(min=1)
-        scores[units.name] = mean.view_as(units.empty())
+        scores[units.name] = mean.view(units.plan_shape())
     kept = prune_by_score(scores, counted(masks, sets), groups, cfg.min_layer_density)
     new_masks = {name: kept.get(name, mask) for name, mask in masks.items()}
     for units in sets:
@@ -228,7 +230,7 @@ def check_model(model: nn.Module, cfg: PruneConfig) -> None:
     if structure.needs and not unit_sets(model, cfg):
         raise ConfigError(
             f"prune.structure={cfg.structure} is not allowed for model {type(model).__name__}: it has no "
-            f"{structure.needs} to prune; prune.structure must be weight, neuron or nm for it"
+            f"{structure.needs} to prune; prune.structure must be one whose units it has (weight and nm fit any model)"
         )
     if structure.allowed is None:
         return
