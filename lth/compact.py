@@ -157,11 +157,10 @@ def dead_units(masks: dict[str, Tensor], link_list: list[Link]) -> dict[str, dic
 
 def model_dead_units(model: nn.Module, masks: dict[str, Tensor]) -> dict[str, dict[str, int | None]] | None:
     """`dead_units` of `model`'s masks (a round's metrics record it), or None for a model `compact` does not know."""
-    try:
-        link_list = links(model)
+    try:  # only links() refuses
+        return dead_units({name: mask.cpu() for name, mask in masks.items()}, links(model))
     except ConfigError:
         return None
-    return dead_units({name: mask.cpu() for name, mask in masks.items()}, link_list)
 
 
 def _grouped(weight: Tensor, units: int, spatial: int) -> Tensor:

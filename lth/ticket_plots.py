@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lth.axes import density_axis, legend
 from lth.report import Group, Run
 
 if TYPE_CHECKING:
@@ -160,8 +161,6 @@ def overlap_heatmap(ax: Axes, arms: Arms, comparison: str, overlaps: dict[int, l
 def dead_units(ax: Axes, arms: Arms) -> None:
     """Per layer, the fraction of its units that are dead (no path through them; where a layer has no plain
     reader, its units with no incoming weight) against density, mean over seeds."""
-    from lth.plots import _density_axis, _legend
-
     for index, (group, arm) in enumerate(arms):
         style = ("-", "--", ":", "-.")[index % 4]
         recorded = [row.get("dead_units") or {} for run in group.runs for row in run.rows]
@@ -173,10 +172,10 @@ def dead_units(ax: Axes, arms: Arms) -> None:
                 name = layer.removesuffix(".weight")
                 ax.plot(xs, [100 * y for y in ys], style, marker=".", color=f"C{colour % 10}",
                         label=name if len(arms) == 1 else f"{name} ({arm})")  # fmt: skip
-    _density_axis(ax, [group for group, _ in arms])
+    density_axis(ax, [group for group, _ in arms])
     ax.set_ylabel("dead units (% of the layer's units)")
     ax.set_title(f"Dead units per layer vs density, {_seeds([group for group, _ in arms])}", fontsize=10)
-    _legend(ax)
+    legend(ax)
 
 
 def _dead_fraction(row: dict[str, Any], layer: str) -> float | None:
@@ -190,8 +189,6 @@ def _dead_fraction(row: dict[str, Any], layer: str) -> float | None:
 def generalisation_gap(ax: Axes, arms: Arms) -> None:
     """Training accuracy (a fixed sample of the training split) minus test accuracy at the end of each round,
     against density; error bars over seeds."""
-    from lth.plots import _density_axis, _legend
-
     for index, (group, arm) in enumerate(arms):
         gaps = _per_round(group, _gap, spread=True)
         if gaps:
@@ -199,10 +196,10 @@ def generalisation_gap(ax: Axes, arms: Arms) -> None:
             ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in errors], color=f"C{index % 10}",
                         marker="o", markersize=4, capsize=3, label=arm)  # fmt: skip
     ax.axhline(0, color="grey", linewidth=1, alpha=0.6)
-    _density_axis(ax, [group for group, _ in arms])
+    density_axis(ax, [group for group, _ in arms])
     ax.set_ylabel("train − test accuracy at the end of the round (points)")
     ax.set_title(f"Generalisation gap vs density, {_seeds([group for group, _ in arms])}", fontsize=10)
-    _legend(ax)
+    legend(ax)
 
 
 def _gap(row: dict[str, Any]) -> float | None:
