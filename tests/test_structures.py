@@ -127,3 +127,23 @@ def test_a_structure_that_does_not_fit_the_model_is_refused_in_one_line_before_a
     code, _, err = lth_in_process("run", *FAST, *overrides, f"hydra.run.dir={tmp_path / 'run'}", capsys=capsys)
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_neuron_pruned_lenet_compacts_to_its_surviving_units_with_the_same_outputs():
+    from lth import compact, models
+    from lth.config import ModelConfig
+    from lth.prune import apply_masks
+
+    torch.manual_seed(0)
+    model = models.build(ModelConfig(name="lenet_300_100"), (1, 28, 28), 10).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.uniform_(-0.5, 0.5)  # pruned units keep their bias: constants the compaction must fold
+    weights = {name: w.detach() for name, w in model.named_parameters() if name.endswith("weight")}
+    masks, _ = pruned(model, PruneConfig(structure="neuron", rate=0.5), weights)
+    apply_masks(model, masks)
+    small = compact.compact(model, masks)
+    assert small.units == {"fc1": [300, 150], "fc2": [100, 50]}
+    x = torch.randn(16, 1, 28, 28)
+    torch.testing.assert_close(small.model(x), model(x), atol=1e-5, rtol=0)
