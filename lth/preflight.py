@@ -123,7 +123,7 @@ def _check_rewind_point(cfg: Config, dataset: data.Dataset) -> None:
 
 def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -> None:
     """Every `prune.ignore` pattern names a layer, and the masks borrowed from `source` (the run
-    `prune.masks_from` names) fit the model, before round 0 trains."""
+    `prune.masks_from` names) fit the model and have its `prune.structure`, before round 0 trains."""
     names = list(prunable_weights(model))
     for pattern in cfg.prune.ignore:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
@@ -146,4 +146,10 @@ def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -
                 f"prune.masks_from={source}: its round {round_index} masks do not fit model={cfg.model.name} on "
                 f"dataset={cfg.dataset.name}: {differ} is {found.get(differ, 'missing')} there, "
                 f"{expected.get(differ, 'absent')} here"
+            )
+        broken = [name for name, held in structures.check(model, masks, [], cfg.prune, round_index).items() if not held]
+        if broken:
+            raise ConfigError(
+                f"prune.masks_from={source}: its round {round_index} masks do not have prune.structure="
+                f"{cfg.prune.structure} ({', '.join(broken)} fails); set prune.structure to the source run's"
             )

@@ -147,3 +147,10 @@ def test_a_neuron_pruned_lenet_compacts_to_its_surviving_units_with_the_same_out
     assert small.units == {"fc1": [300, 150], "fc2": [100, 50]}
     x = torch.randn(16, 1, 28, 28)
     torch.testing.assert_close(small.model(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_borrowed_masks_without_the_structure_are_refused_before_anything_is_written(fast_run, tmp_path, capsys):
+    args = ["run", *FAST, f"prune.masks_from={fast_run}", "prune.structure=neuron", f"hydra.run.dir={tmp_path / 'c'}"]
+    code, _, err = lth_in_process(*args, capsys=capsys)
+    assert code == 2 and "masks do not have prune.structure=neuron (structure_units_whole fails)" in err
+    assert not (tmp_path / "c").exists()
