@@ -30,6 +30,7 @@ _WORDS: dict[str, dict[str, str]] = {
     "prune.schedule": {"oneshot": "one-shot", "static": "static", "set": "SET", "rigl": "RigL"},
     "prune.scope": {"global": "global"},
     "prune.early_ticket": {"True": "early-bird ticket"},
+    "prune.structure": {"neuron": "neuron pruning", "channel": "channel pruning", "head": "head pruning", "nm": "N:M"},
 }
 # the IMP default of each of those keys is the schema's own default
 _DEFAULTS = {key: str(getattr(PruneConfig(), key.partition(".")[2])) for key in _WORDS}

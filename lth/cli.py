@@ -28,7 +28,8 @@ commands:
          [--plot FILE.png] [--plot-dir DIR] [--rounds 0,3,6]
                          per-round table of a run; for several runs (a sweep) mean ± std over seeds per
                          configuration and round; --json/--csv: one row per (run, round); --plot: accuracy and
-                         early-stop step vs density, layer densities, training curves (and LMC curves)
+                         early-stop step vs density, layer densities, training curves (and LMC curves),
+                         first-layer connectivity, mask overlap, dead units and train-test gap vs density
   analyze overlap DIR [--json]
                          per layer, Jaccard overlap of masks between consecutive rounds and between seeds
   analyze layers DIR [--json]

@@ -155,6 +155,14 @@ def dead_units(masks: dict[str, Tensor], link_list: list[Link]) -> dict[str, dic
     return out
 
 
+def model_dead_units(model: nn.Module, masks: dict[str, Tensor]) -> dict[str, dict[str, int | None]] | None:
+    """`dead_units` of `model`'s masks (a round's metrics record it), or None for a model `compact` does not know."""
+    try:  # only links() refuses
+        return dead_units({name: mask.cpu() for name, mask in masks.items()}, links(model))
+    except ConfigError:
+        return None
+
+
 def _grouped(weight: Tensor, units: int, spatial: int) -> Tensor:
     """A consumer's weight as (outputs, producer units, inputs per unit: spatial positions × kernel)."""
     return weight.reshape(weight.shape[0], units, -1) if weight.dim() > 2 else weight.reshape(-1, units, spatial)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth import checks, data, dst, early_ticket, loggers, preflight, replicates, retrain
+from lth import checks, compact, data, dst, early_ticket, loggers, preflight, replicates, retrain, structures
 from lth.checkpoint import (
     CHECKSUM_FILE,
     INIT_FILE,
@@ -49,7 +49,6 @@ from lth.prune import (
     density,
     layer_densities,
     parameter_density,
-    plan_round,
     remaining_parameters,
 )
 from lth.schema import Config
@@ -267,7 +266,7 @@ class Rounds:
     def finish_round(self, begun: RoundStart, result: TrainResult) -> dict[str, Any]:
         """Check the trained round, then publish its weights, masks and metrics."""
         run_dir, model, masks, round_index = self.run_dir, self.model, begun.masks, begun.round_index
-        round_checks = begun.checks | checks.check_end(model, masks, begun.groups)
+        round_checks = begun.checks | checks.check_end(model, masks, begun.groups, self.cfg.prune, round_index)
         if begun.after_step.masks_update is not None:
             round_checks |= begun.after_step.masks_update.checks
         checks.require(round_checks, round_index)
@@ -280,6 +279,7 @@ class Rounds:
             "remaining_parameters": remaining_parameters(model, masks),
             "layer_density": layer_densities(masks),
             "collapsed_layers": collapsed_layers(masks),
+            "dead_units": compact.model_dead_units(model, masks),  # per layer; what compaction removes for free
             **trained,
             **TASKS[self.dataset.task].round_metrics(trained),  # a language model's bits per character
             "task": self.dataset.task,
@@ -303,24 +303,23 @@ class Rounds:
         `prune.masks_from`; `prune.control` then alters them."""
         prune = self.cfg.prune
         control = CONTROLS[prune.control]
-        output = output_layer(self.model)
         generator = torch.Generator().manual_seed(derive_seed(self.cfg.seed, RANDOM_PRUNING, round_index))
         if round_index == 0 or SCHEDULES[prune.schedule].from_start:
             masks = dense_masks(self.model)
-            groups = plan_round(masks, output, prune, round_index)
+            groups = structures.plan(self.model, masks, prune, round_index)  # in the units of prune.structure
             if round_index == prune.rounds and SCHEDULES[prune.schedule].from_start:  # static, SET, RigL
                 masks = dst.initial_masks(masks, groups, generator, prune.min_layer_density)
             return masks, groups
         if self.borrowed_from is not None:
             masks = self.borrowed_masks(self.borrowed_from, round_index)
-            groups = [PruneGroup((name,), int(mask.sum())) for name, mask in masks.items()]
+            counted = structures.counted(masks, structures.unit_sets(self.model, prune))
+            groups = [PruneGroup((name,), int(mask.sum())) for name, mask in counted.items()]
         else:
             source = verify_round(self.run_dir, SCHEDULES[prune.schedule].pruned_from(round_index))
             final = load_tensors(source / "final.safetensors", self.device)
             previous = load_tensors(source / "mask.safetensors", self.device)
-            groups = plan_round(previous, output, prune, round_index)
             scoring = Scoring(prune, self.model, previous, final, self.init, start, self.dataset, generator)
-            masks = scoring.prune(groups, invert=control.invert)
+            masks, groups = structures.prune(scoring, round_index, invert=control.invert)
         if control.masks is not None:
             shuffler = torch.Generator().manual_seed(derive_seed(self.cfg.seed, SHUFFLE, round_index))
             masks = control.masks(masks, shuffler)

@@ -10,6 +10,7 @@
   round, from `lth analyze lmc` results where they exist.
 - mask distance against step, one line per round, for runs with `prune.early_ticket` (You et al. 2020): how
   fast the mask the next round would take settles.
+- a ticket's structure (lth.ticket_plots): first-layer connectivity, mask overlap, dead units, generalisation gap.
 
 matplotlib is imported here only, with the Agg backend (no display needed), so `lth --help` stays fast.
 """
@@ -21,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lth import ticket_plots
+from lth.axes import density_axis, legend, log_percent_axis
 from lth.checkpoint import atomic_write, check_writable, read_json
 from lth.errors import ConfigError, OutputError, RunFailed
 from lth.headline import HEADLINES, group_headline
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 LMC_GLOB = "analysis/lmc_round_*.json"
-_DENSITY_TICKS = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -72,6 +74,7 @@ def render(
         figures.append(("instability_vs_density", lambda ax: instability(ax, drawn)))
     if any(_mask_distances(run) for run in runs):
         figures.append(("mask_distance", lambda ax: mask_distance_curves(ax, drawn)))
+    figures += ticket_plots.figures(drawn, rounds)  # connectivity, mask overlap, dead units, generalisation gap
     title = title or describe(runs)
     written = []
     if plot is not None:
@@ -175,10 +178,10 @@ def accuracy_vs_density(ax: Axes, arms: Arms, metric: str) -> None:
             ax.axhline(points[0][metric]["mean"] * scale, color=color, linestyle="--", linewidth=1, alpha=0.7)
     if dense_reference:
         ax.plot([], [], color="grey", linestyle="--", label="dense (round 0)")
-    _density_axis(ax, [group for group, _ in arms])
+    density_axis(ax, [group for group, _ in arms])
     ax.set_ylabel(label)
     ax.set_title(f"{label[0].upper()}{label[1:]} vs density, {_spread_words(arms)}", fontsize=10)
-    _legend(ax)
+    legend(ax)
 
 
 def _spread_words(arms: Arms) -> str:
@@ -188,11 +191,6 @@ def _spread_words(arms: Arms) -> str:
         return "one seed"
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     return f"mean ± std over {seeds} seeds"
-
-
-def _legend(ax: Axes, **kwargs: Any) -> None:
-    """The legend beside the axes, never over the data (the saved figure grows to hold it)."""
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
 
 def layer_density(ax: Axes, arms: Arms) -> None:
@@ -219,13 +217,13 @@ def layer_density(ax: Axes, arms: Arms) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.set_yscale("log")
-    _log_percent_axis(ax.yaxis, min(min(line.get_ydata(), default=1.0) for line in ax.get_lines()))
+    log_percent_axis(ax.yaxis, min(min(line.get_ydata(), default=1.0) for line in ax.get_lines()))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="major", alpha=0.3)
     ax.set_xlabel("round")
     ax.set_ylabel("weights remaining in the layer (log scale)")
     ax.set_title("Per-layer density per round")
-    _legend(ax, ncol=2 if len(layers) > 6 else 1)
+    legend(ax, ncol=2 if len(layers) > 6 else 1)
 
 
 def training_curves(ax: Axes, arms: Arms, rounds: Sequence[int]) -> None:
@@ -252,7 +250,7 @@ def training_curves(ax: Axes, arms: Arms, rounds: Sequence[int]) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Training curves of chosen rounds")
-    _legend(ax)
+    legend(ax)
 
 
 def lmc_curves(ax: Axes, runs: Sequence[Run]) -> None:
@@ -268,7 +266,7 @@ def lmc_curves(ax: Axes, runs: Sequence[Run]) -> None:
     ax.set_xlabel("interpolation α (0: first copy, 1: second copy)")
     ax.set_ylabel("test error (%)")
     ax.set_title("Linear mode connectivity (Frankle et al. 2020)")
-    _legend(ax)
+    legend(ax)
 
 
 def instability(ax: Axes, arms: Arms) -> None:
@@ -290,10 +288,10 @@ def instability(ax: Axes, arms: Arms) -> None:
         label = f"{name} ({'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else '1 seed'})"
         ax.errorbar(densities, means, yerr=spreads, marker=_MARKERS[index % len(_MARKERS)], capsize=3, label=label)
     ax.axhline(0, color="grey", linewidth=0.8)
-    _density_axis(ax, [group for group, _ in arms])
+    density_axis(ax, [group for group, _ in arms])
     ax.set_ylabel("error barrier along the line (percentage points)")
     ax.set_title("Instability: the barrier between two trainings of a round")
-    _legend(ax)
+    legend(ax)
 
 
 def mask_distance_curves(ax: Axes, arms: Arms) -> None:
@@ -322,35 +320,12 @@ def mask_distance_curves(ax: Axes, arms: Arms) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("mask distance to the previous evaluation")
     ax.set_title("How the next round's mask settles (You et al. 2020)")
-    _legend(ax)
+    legend(ax)
 
 
 def _mask_distances(run: Run) -> bool:
     """Whether any round of `run` recorded mask distances (`prune.early_ticket`)."""
     return any(e.get("mask_distance") is not None for index in range(len(run.rows)) for e in run.history(index))
-
-
-def _density_axis(ax: Axes, groups: Sequence[Group]) -> None:
-    """Log-scaled density running from 100% down to the sparsest round (Frankle & Carbin's x axis)."""
-    lowest = min(row["density"] for g in groups for run in g.runs for row in run.rows)
-    ax.set_xscale("log")
-    ax.set_xlim(1.05, lowest / 1.15)  # reversed: pruning proceeds to the right
-    _log_percent_axis(ax.xaxis, lowest)
-    ax.set_xlabel("weights remaining (density, log scale)")
-    ax.grid(True, which="major", alpha=0.3)
-
-
-def _log_percent_axis(axis: Any, lowest: float) -> None:
-    """Ticks at 100%, 50%, 20%, 10%, ... down to `lowest`, labelled as percentages."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
-
-    ticks = [t for t in _DENSITY_TICKS if t >= lowest / 1.15]
-    if len(ticks) < 3:  # a short range (the first rounds of a run): ticks every 10% instead
-        ticks = [t / 10 for t in range(10, 0, -1) if t / 10 >= lowest / 1.15]
-    axis.set_major_locator(FixedLocator(ticks or [1.0]))
-    axis.set_minor_locator(NullLocator())
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value * 100:.3g}%"))
-    axis.set_minor_formatter(NullFormatter())
 
 
 def _lmc_results(run: Run) -> list[dict[str, Any]]:

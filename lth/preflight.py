@@ -5,8 +5,8 @@
 2. environment (`environment`): the device, the data files, the run `prune.masks_from` names; before any run
    directory is made (`lth run` checks every job of a sweep this way first);
 3. built model (`model_fits`, `built_model`): what needs the data's shapes and the model: the model fits the data,
-   replicates can be batched, the rewind point comes before the end of round 0, `prune.ignore` patterns and
-   borrowed masks fit the model; before round 0 trains.
+   replicates can be batched, the rewind point comes before the end of round 0, `prune.ignore` patterns,
+   borrowed masks and `prune.structure` fit the model; before round 0 trains.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lth import data, models, replicates
+from lth import data, models, replicates, structures
 from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, read_run_record, verify_round
 from lth.errors import ConfigError
 from lth.models import prunable_weights
@@ -96,6 +96,7 @@ def built_model(cfg: Config, model: nn.Module, dataset: data.Dataset) -> Path | 
     _check_durations(cfg, len(dataset.train))
     borrowed_from = masks_source(cfg) if cfg.prune.masks_from is not None else None
     _check_pruning_targets(cfg, model, borrowed_from)
+    structures.check_model(model, cfg.prune)
     return borrowed_from
 
 
@@ -182,7 +183,7 @@ def _check_durations(cfg: Config, train_examples: int) -> None:
 
 def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -> None:
     """Every `prune.ignore` pattern names a layer, and the masks borrowed from `source` (the run
-    `prune.masks_from` names) fit the model, before round 0 trains."""
+    `prune.masks_from` names) fit the model and have its `prune.structure`, before round 0 trains."""
     names = list(prunable_weights(model))
     for pattern in cfg.prune.ignore:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
@@ -212,4 +213,10 @@ def _check_pruning_targets(cfg: Config, model: nn.Module, source: Path | None) -
                 f"prune.masks_from={source}: its round {round_index} masks do not fit model={cfg.model.name} on "
                 f"dataset={cfg.dataset.name}: {differ} is {found.get(differ, 'missing')} there, "
                 f"{expected.get(differ, 'absent')} here"
+            )
+        broken = [name for name, held in structures.check(model, masks, [], cfg.prune, round_index).items() if not held]
+        if broken:
+            raise ConfigError(
+                f"prune.masks_from={source}: its round {round_index} masks do not have prune.structure="
+                f"{cfg.prune.structure} ({', '.join(broken)} fails); set prune.structure to the source run's"
             )

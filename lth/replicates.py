@@ -153,8 +153,9 @@ class ReplicateBatch:
         vals = [t.data.val for t in self.trainers if t.data.val is not None]  # all or none: one config
         val = self.evaluate(vals) if vals else None
         test = self.evaluate([t.data.test for t in self.trainers])
+        train = self.evaluate([t.train_sample for t in self.trainers])
         for index, trainer in enumerate(self.trainers):
-            trainer.record(val[index] if val is not None else None, test[index])
+            trainer.record(val[index] if val is not None else None, test[index], train[index])
 
     @torch.inference_mode()
     def evaluate(self, splits: Sequence[Split]) -> list[tuple[float, float]]:

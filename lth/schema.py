@@ -32,6 +32,7 @@ DROP_SCHEDULES = ("cosine", "constant", "linear")  # how SET's and RigL's drop f
 CONTROLS = ("none", "shuffle_layer", "invert", "signed_constant")  # lth.controls.CONTROLS
 RETRAIN = ("rewind", "lr_rewind", "finetune", "reinit")  # lth.retrain.RULES
 DISTRIBUTIONS = ("uniform", "global", "erk")
+STRUCTURES = ("weight", "neuron", "channel", "head", "nm")  # lth.structures.STRUCTURES
 LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("32", "bf16", "fp16")
 LOGGERS = ("none", "tensorboard")
@@ -56,6 +57,8 @@ LATER_KEYS: dict[str, Any] = {
     "prune.early_ticket_epsilon": 0.1,
     "ui.width": None,
     "prune.round0_from": None,
+    "prune.structure": "weight",
+    "prune.nm": [2, 4],
 }
 VOCABS = ("char", "byte")  # text datasets: the training split's characters (plus one unknown id) | UTF-8 bytes
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
@@ -80,6 +83,7 @@ Schedule = choices("Schedule", SCHEDULES)
 Control = choices("Control", CONTROLS)
 Retrain = choices("Retrain", RETRAIN)
 Distribution = choices("Distribution", DISTRIBUTIONS)
+Structure = choices("Structure", STRUCTURES)
 Optimizer = choices("Optimizer", OPTIMIZERS)
 LRSchedule = choices("LRSchedule", LR_SCHEDULES)
 Logger = choices("Logger", LOGGERS)
@@ -213,6 +217,10 @@ class PruneConfig:
     distribution: Distribution | None = None  # how a density is spread: uniform | global | erk; unset: from `scope`
     min_layer_density: float | None = None  # floor for layers ranked together; unset: 1 weight per unit; 0: none
     ignore: list[str] = field(default_factory=list)  # glob patterns of prunable weights never pruned
+    # what is pruned: weight | neuron (linear output rows) | channel (conv filters) | head (attention heads) |
+    # nm (at most N of every M consecutive input weights, `nm`); lth.structures
+    structure: Structure = Structure["weight"]
+    nm: list[int] = field(default_factory=lambda: [2, 4])  # structure=nm: [N, M]
     # magnitude (the ticket) | magnitude_increase | random | snip | grasp | synflow
     criterion: Criterion = Criterion["magnitude"]
     score_examples_per_class: int = 10  # snip and grasp: training examples per class they score on
@@ -249,6 +257,7 @@ class PruneConfig:
         self.criterion = choice("prune.criterion", self.criterion, Criterion)
         self.retrain = choice("prune.retrain", self.retrain, Retrain)
         self._check_plan()
+        self._check_structure()
         require_duration("prune.rewind_to", self.rewind_to, "a step or epoch count such as 0, 500it or 2ep")
         self._check_masks_from()
         self._check_sparse_training()
@@ -303,6 +312,17 @@ class PruneConfig:
         require(self.masks_from is None, "prune.masks_from", self.masks_from, random_mask)
         no_dense_round = f"false with {method} (there is no dense round 0 whose mask could settle)"
         require(not self.early_ticket, "prune.early_ticket", self.early_ticket, no_dense_round)
+        weights_only = f"weight with {method} (its updates drop and grow single weights)"
+        require(self.structure == "weight", "prune.structure", self.structure, weights_only)
+
+    def _check_structure(self) -> None:
+        self.structure = choice("prune.structure", self.structure, Structure)
+        nm_ok = len(self.nm) == 2 and 1 <= self.nm[0] < self.nm[1]
+        require(nm_ok, "prune.nm", list(self.nm), "[N, M] with 1 <= N < M, such as [2, 4]")
+        # a permuted weight mask is no longer made of whole units or N:M groups
+        unpermuted = self.structure == "weight" or self.control != "shuffle_layer"
+        shuffled = f"not shuffle_layer with prune.structure={self.structure} (prune.criterion=random is its control)"
+        require(unpermuted, "prune.control", self.control, shuffled)
 
     def _check_masks_from(self) -> None:
         if self.masks_from is None:

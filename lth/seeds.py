@@ -15,6 +15,7 @@ SUBSET = 5  # (seed, SUBSET): which training examples `dataset.subset` keeps
 AUGMENT = 6  # (seed, AUGMENT, round, step): the crops and flips of one training batch
 LMC = 7  # (seed, LMC, round): the SGD noise of the second copy in `lth analyze lmc`
 GROWTH = 8  # (seed, GROWTH, round, step): where SET regrows weights at the mask update after `step`
+TRAIN_SAMPLE = 9  # (seed, TRAIN_SAMPLE): the training examples each evaluation measures training accuracy on
 
 
 def derive_seed(*parts: int) -> int:

@@ -121,10 +121,13 @@ def to_container(cfg: Config) -> dict[str, Any]:
     """Plain data (for run.json, the authoritative record of a run's config)."""
     container = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
     assert isinstance(container, dict)
-    for dotted, default in LATER_KEYS.items():  # absent means the default: earlier records keep their hashes
-        group, key = dotted.split(".")
-        if container[group].get(key, default) == default:
-            container[group].pop(key, None)
+    for key, before in LATER_KEYS.items():  # at the value earlier runs had: left out, as they were recorded
+        *groups, name = key.split(".")
+        node: Any = container
+        for group in groups:
+            node = node.get(group) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(name) == before:
+            del node[name]
     return container
 
 
@@ -165,7 +168,7 @@ def flatten(cfg: Config) -> dict[str, Any]:
                 flat[f"{prefix}{key}"] = value
 
     walk(to_container(cfg), "")
-    return flat
+    return {**LATER_KEYS, **flat}  # a key a record leaves out at its old value has that value
 
 
 # Pruning keys that act during round 0 (θk is saved in it; an early ticket stops it); the others act after it.
@@ -199,7 +202,8 @@ def decides_results(key: str) -> bool:
 
 def config_hash(cfg: Config) -> str:
     """A fingerprint of everything that determines a run's results."""
-    decisive = {k: v for k, v in flatten(cfg).items() if decides_results(k)}
+    later = LATER_KEYS.items()
+    decisive = {k: v for k, v in flatten(cfg).items() if decides_results(k) and (k, v) not in later}
     return hashlib.sha256(repr(sorted(decisive.items())).encode()).hexdigest()[:16]
 
 

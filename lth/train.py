@@ -20,7 +20,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,7 +32,7 @@ from lth.errors import RunFailed
 from lth.models import prunable_weights
 from lth.prune import Masks
 from lth.schema import DURATION, TrainConfig
-from lth.seeds import AUGMENT, DATA_ORDER, TRAINING, derive_seed
+from lth.seeds import AUGMENT, DATA_ORDER, TRAIN_SAMPLE, TRAINING, derive_seed
 from lth.tasks import EVAL_BATCH_SIZE, TASKS, hits, loss
 
 PROGRESS_EVERY = 20  # steps between progress callbacks: frequent enough to watch, rare enough to be free
@@ -49,6 +49,10 @@ class Evaluation:
     test_loss: float
     test_accuracy: float
     lr: float  # the learning rate of the last step taken
+    # on a fixed, seeded sample of the training split as large as the validation split (`training_sample`): the
+    # generalisation gap is train - test; None in evaluations recorded before lth measured it
+    train_loss: float | None = None
+    train_accuracy: float | None = None
     # normalised Hamming distance of the mask the next round would take to the previous evaluation's
     # (prune.early_ticket, lth.early_ticket); None when not tracked
     mask_distance: float | None = None
@@ -76,6 +80,9 @@ class TrainResult:
             "early_stop_val_loss": self.early_stop.val_loss if self.early_stop else None,
             "early_stop_test_accuracy": self.early_stop.test_accuracy if self.early_stop else None,
             "early_stop_test_loss": self.early_stop.test_loss if self.early_stop else None,
+            "train_accuracy": self.final.train_accuracy,
+            "train_loss": self.final.train_loss,
+            "early_stop_train_accuracy": self.early_stop.train_accuracy if self.early_stop else None,
             "history": [asdict(e) for e in self.history],
             "end_reason": self.end_reason,
             "steps_saved": self.steps_saved,
@@ -129,6 +136,17 @@ def to_steps(duration: str, per_epoch: int) -> int:
         raise ValueError(f"not a training duration: {duration!r} (expected e.g. 500it or 2ep)")
     count = int(match["count"])
     return count * per_epoch if match["unit"] == "ep" else count
+
+
+def training_sample(data: Dataset, seed: int) -> Split:
+    """The training examples every evaluation of a run measures training loss and accuracy on: as many as the
+    validation split holds (the test split without one), drawn once per run from (seed, TRAIN_SAMPLE), so every
+    round is measured on the same examples at the cost of one more validation pass."""
+    train = data.train
+    size = min(len(train), len(data.val) if data.val is not None else len(data.test))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(seed, TRAIN_SAMPLE)))
+    chosen = order[:size].sort().values.to(train.y.device)
+    return replace(train, images=train.images[chosen], y=train.y[chosen])
 
 
 @torch.inference_mode()
@@ -190,6 +208,7 @@ class Trainer:
         self.history: list[Evaluation] = []
         # set to stop the round after the current step: `train.patience`, or a step hook (an early ticket)
         self.end_reason: str | None = None
+        self.train_sample = training_sample(data, seed)
         torch.manual_seed(derive_seed(seed, TRAINING, round_index))  # dropout and other in-model randomness, per round
 
     def state_dict(self) -> dict[str, Any]:
@@ -335,15 +354,16 @@ class Trainer:
         )
 
     def evaluate_now(self) -> None:
-        data = self.data
-        val = evaluate(self.model, data.val, self.eval_batch) if data.val is not None else None
-        self.record(val, evaluate(self.model, data.test, self.eval_batch))
+        data, batch = self.data, self.eval_batch
+        val = evaluate(self.model, data.val, batch) if data.val is not None else None
+        self.record(val, evaluate(self.model, data.test, batch), evaluate(self.model, self.train_sample, batch))
 
-    def record(self, val: tuple[float, float] | None, test: tuple[float, float]) -> None:
-        """Add the evaluation (loss, accuracy) on the validation and test sets after the current step."""
+    def record(self, val: tuple[float, float] | None, test: tuple[float, float], train: tuple[float, float]) -> None:
+        """Add the evaluation (loss, accuracy) on the validation and test sets and the training sample after the
+        current step."""
         val_loss, val_accuracy = val if val is not None else (None, None)
         lr = self.lr_at(self.step - 1)
-        self.history.append(Evaluation(self.step, val_loss, val_accuracy, *test, lr))
+        self.history.append(Evaluation(self.step, val_loss, val_accuracy, *test, lr, *train))
         if self.cfg.patience and self._evaluations_without_improvement() >= self.cfg.patience:
             self.end_reason = "patience"
 

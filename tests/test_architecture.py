@@ -85,9 +85,10 @@ def test_no_module_is_longer_than_about_400_lines():
 
 
 def test_each_choice_in_the_schema_has_its_registry_and_the_registries_no_others():
-    from lth import controls, criteria, prune, retrain, schema
+    from lth import controls, criteria, prune, retrain, schema, structures
 
     assert set(schema.CRITERIA) == set(criteria.CRITERIA)
     assert set(schema.SCHEDULES) == set(prune.SCHEDULES)
     assert set(schema.CONTROLS) == set(controls.CONTROLS)
     assert set(schema.RETRAIN) == set(retrain.RULES)
+    assert set(schema.STRUCTURES) == set(structures.STRUCTURES)

@@ -210,3 +210,12 @@ def test_analyze_layers_counts_dead_units(dead_run, capsys):
     assert fc1["no_incoming"] >= 40 and fc1["dead_units"] >= 40
     assert next(r for r in rows if r["layer"] == "fc3.weight")["dead_units"] is None
     assert "dead units" in lth_ok("analyze", "layers", str(dead_run), capsys=capsys)
+
+
+def test_every_round_records_its_dead_units_per_layer(fast_run):
+    from lth.checkpoint import load_tensors
+
+    metrics = json.loads((fast_run / "round_02" / "metrics.json").read_text())
+    masks = load_tensors(fast_run / "round_02" / "mask.safetensors", "cpu")
+    assert metrics["dead_units"] == compact.dead_units(masks, compact.mask_links("lenet_300_100", masks))
+    assert metrics["dead_units"]["fc1.weight"]["units"] == 300

@@ -10,7 +10,7 @@ from lth import data
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.models import build, prunable_weights
 from lth.prune import apply_masks, dense_masks
-from lth.train import GuardedCompile, Trainer, lr_schedule
+from lth.train import GuardedCompile, Trainer, evaluate, lr_schedule, training_sample
 
 
 def small_setup(seed: int = 0):
@@ -80,6 +80,20 @@ def test_early_stopping_bookkeeping():
     assert result.early_stop == best_val
     assert result.best_test_accuracy == max(e.test_accuracy for e in result.history)
     assert result.metrics()["early_stop_step"] == best_val.step
+
+
+def test_training_accuracy_is_measured_on_the_same_seeded_sample_of_the_training_split_in_every_round():
+    dataset, model = small_setup()
+    sample, again = training_sample(dataset, seed=0), training_sample(dataset, seed=0)
+    assert len(sample) == len(dataset.val) == 50 and torch.equal(sample.images, again.images)
+    assert not torch.equal(sample.images, training_sample(dataset, seed=1).images)
+    same = sample.images.flatten(1)[:, None] == dataset.train.images.flatten(1)[None]
+    assert same.all(2).any(1).all()  # training examples only
+    cfg = TrainConfig(batch_size=40, epochs=1, eval_every=4)
+    result = Trainer(model, dense_masks(model), dataset, cfg, seed=0, round_index=3).run()
+    last = result.history[-1]
+    assert (last.train_loss, last.train_accuracy) == pytest.approx(evaluate(model, sample))
+    assert result.metrics()["train_accuracy"] == last.train_accuracy
 
 
 class StopAt(Exception):
