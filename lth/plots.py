@@ -78,7 +78,7 @@ def render(
     title = title or describe(runs)
     written = []
     if plot is not None:
-        columns = 2
+        columns = 2 if len(figures) <= 6 else 3  # many figures: a wider grid rather than a very tall one
         rows = (len(figures) + columns - 1) // columns
         fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.8 * rows), squeeze=False)
         for ax, (_, draw) in zip(axes.flat, figures, strict=False):
