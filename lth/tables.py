@@ -80,7 +80,9 @@ def render(groups: Sequence[Group], metric: str, fmt: str) -> str:
 
 
 def _cell(stat: dict[str, Any], scale: int, spec: str, show_n: bool) -> str:
-    text = f"{stat['mean'] * scale:{spec}} ± {stat['std'] * scale:{spec}}"
+    text = f"{stat['mean'] * scale:{spec}}"
+    if stat["n"] > 1:  # one seed has no spread to show
+        text += f" ± {stat['std'] * scale:{spec}}"
     return f"{text} (n = {stat['n']})" if show_n else text
 
 
