@@ -323,6 +323,10 @@ def resume(path: Path, overrides: list[str], force: bool = False, console: Conso
         return
     runs = find_runs(path)
     planned = [_plan_resume(run_dir, overrides, force) for run_dir in runs]
+    group = len(runs) > 1 and all(run.parent == path and run.name.startswith("seed_") for run in runs)
+    if group and len({published_rounds(run_dir) for run_dir in runs}) == 1:  # replicates at one round: together
+        run_together([(cfg, run_dir) for run_dir, cfg, _ in planned], console, planned[0][2], resume_path=path)
+        return
     for run_dir, cfg, changes in planned:
         if len(runs) > 1 and not changes and read_run_record(run_dir).get("status") == "finished":
             console.print(f"{run_dir}: finished, skipped", soft_wrap=True)

@@ -139,6 +139,9 @@ def test_lth_run_with_replicates_writes_one_run_per_seed_equal_to_runs_alone(tmp
     # the report groups the replicates like any two seeds of one configuration
     report = json.loads(lth_ok("report", str(group), "--json", capsys=capsys))
     assert sorted({row["seed"] for row in report}) == [7, 8]
+    # resumed (here: extended by a round), the group trains on together, not one seed after the other
+    out = lth_ok("resume", str(group), "prune.rounds=3", capsys=capsys)
+    assert "seed 7  round  3" in out and "seed 8  round  3" in out and "mean ± std over 2 seeds" in out
 
 
 @pytest.mark.parametrize(
