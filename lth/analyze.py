@@ -28,6 +28,7 @@ from rich.table import Table
 from torch import Tensor
 
 from lth import data, models, preflight, retrain
+from lth.arms import arm_name
 from lth.checkpoint import (
     INIT_FILE,
     RUN_FILE,
@@ -62,8 +63,10 @@ def masks_of(run_dir: Path, round_index: int) -> dict[str, Tensor]:
 def overlap(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Rows of per-layer Jaccard overlaps (`layers`, plus `all`: the overlap of all prunable weights together).
 
-    `comparison` is `rounds` (round r against r − 1 of the same run) or `seeds` (two runs of one configuration
-    with different seeds, same round); the latter carries `chance`, the expected overlap of random masks.
+    `comparison` is `rounds` (round r against r − 1 of the same run), `seeds` (two runs of one configuration
+    with different seeds, same round) or `arms` (two configurations, such as a ticket and its random-pruning
+    control, at the same seed and round, from round 1); the last two carry `chance`, the expected overlap of
+    random masks of the same densities.
     """
     out = []
     for run in runs:
@@ -73,7 +76,17 @@ def overlap(runs: Sequence[Run]) -> list[dict[str, Any]]:
             if previous is not None:
                 out.append(_compare("rounds", str(run.path), round_index, f"round {round_index - 1}", masks, previous))
             previous = masks
-    for group in group_runs(runs):
+    groups = group_runs(runs)
+    for first, second in itertools.combinations(groups, 2):
+        for a in first.runs:
+            for b in (run for run in second.runs if run.seed == a.seed):
+                for round_index in range(1, min(len(a.rows), len(b.rows))):  # round 0 is dense in both
+                    masks_a, masks_b = masks_of(a.path, round_index), masks_of(b.path, round_index)
+                    row = _compare("arms", str(a.path), round_index, str(b.path), masks_a, masks_b)
+                    row["chance"] = {name: _chance(masks_a[name], masks_b[name]) for name in masks_a}
+                    row["arms"], row["seeds"] = [arm_name(first.label), arm_name(second.label)], [a.seed]
+                    out.append(row)
+    for group in groups:
         for a, b in itertools.combinations(group.runs, 2):
             if a.seed == b.seed:
                 continue
@@ -221,15 +234,23 @@ def main_overlap(path: Path, as_json: bool = False) -> None:
         table.add_column(name, justify="right")
     for row in rows:
         cells = [f"{row['layers'][n]:.3f}" if n in row["layers"] else "-" for n in names]
-        if row["comparison"] == "seeds":  # chance beside each value: overlap means something only above it
+        if row["comparison"] != "rounds":  # chance beside each value: overlap means something only above it
             cells = [
                 f"{c} ({row['chance'][n]:.3f})" if n in row["chance"] else c for c, n in zip(cells, names, strict=True)
             ]
-        label = row["run"] if row["comparison"] == "rounds" else f"seeds {row['seeds'][0]}, {row['seeds'][1]}"
+        label = _overlap_label(row)
         table.add_row(label, str(row["round"]), row["against"], *cells, f"{row['all']:.3f}")
     Console().print(table)
-    if any(row["comparison"] == "seeds" for row in rows):
-        Console().print("between seeds: (expected overlap of random masks of the same densities)")
+    if any(row["comparison"] != "rounds" for row in rows):
+        Console().print("between seeds and arms: (expected overlap of random masks of the same densities)")
+
+
+def _overlap_label(row: dict[str, Any]) -> str:
+    if row["comparison"] == "rounds":
+        return row["run"]
+    if row["comparison"] == "seeds":
+        return f"seeds {row['seeds'][0]}, {row['seeds'][1]}"
+    return f"{row['arms'][0]} vs {row['arms'][1]}, seed {row['seeds'][0]}"
 
 
 def main_layers(path: Path, as_json: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,7 +50,14 @@ def test_overlap_of_a_run_with_itself_is_1_and_seeds_are_compared(sweep_template
     assert len(real) == 2 * 3 and all(r["seeds"] == [0, 1] for r in real)
     assert all(0 < r["chance"]["fc1.weight"] <= 1 for r in real)
     table = lth_ok("analyze", "overlap", str(sweep_template), capsys=capsys)
-    assert "seeds 0, 1" in table
+    assert "seeds 0, 1" in table and "rate 0.2 vs rate 0.5, seed 0" in table
+    # two arms at one seed: rate 0.5 keeps the top half of the same trained round 0 that rate 0.2 keeps the top
+    # 80% of, so in round 1 its mask lies inside the other's and the overlap is the ratio of their sizes
+    arms = [r for r in analyze.overlap(load_runs([sweep_template])) if r["comparison"] == "arms"]
+    assert {(r["round"], r["seeds"][0]) for r in arms} == {(1, 0), (2, 0), (1, 1), (2, 1)}
+    first = next(r for r in arms if r["round"] == 1)
+    small, large = (_masks(Path(first[key]), 1)["fc1.weight"] for key in ("against", "run"))
+    assert first["layers"]["fc1.weight"] == pytest.approx(small.sum().item() / large.sum().item())
 
 
 def test_layers_reports_survivors_and_their_magnitudes(sweep_template, capsys):
