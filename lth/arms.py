@@ -58,7 +58,7 @@ def arm_name(label: dict[str, Any]) -> str:
         if value is None and key in ("prune.distribution", "prune.target_density"):  # unset beside a sparse arm
             continue
         if key in _WORDS:
-            if value != _DEFAULTS[key]:
+            if value is not None and str(value) != _DEFAULTS[key]:  # absent from older records: the default
                 words.append(_WORDS[key].get(str(value), f"{key.rpartition('.')[2]} {value}"))
         elif key == "prune.rewind_to":
             words.append("rewind to θ0" if str(value) == "0" else f"rewind to {value}")

@@ -32,6 +32,8 @@ from lth.report import configuration, group_runs, load_runs
         ({"prune.schedule": "static", "prune.distribution": "erk", "prune.rounds": 0}, "static ERK"),
         ({"prune.schedule": "static", "prune.distribution": "uniform"}, "static uniform"),
         ({"prune.schedule": "iterative", "prune.early_ticket": True}, "early-bird ticket"),
+        ({"prune.early_ticket": False, "prune.criterion": "magnitude"}, "ticket"),  # a default adds no words
+        ({"prune.early_ticket": None}, "ticket"),  # absent from a record made before the key existed
         ({"prune.schedule": "iterative", "prune.target_density": None, "prune.distribution": None}, "ticket"),
     ],
 )
