@@ -150,10 +150,11 @@ def resume(args: list[str]) -> None:
     )
     parser.add_argument("--force", action="store_true", help="allow any config change; recorded in run.json")
     parsed = parser.parse_args(args)
-    from lth import distributed, runs
+    from lth import distributed
+    from lth.resume import resume as resume_runs
 
     distributed.init()  # `torchrun ... -m lth resume DIR` continues a data-parallel run
-    runs.resume(parsed.path, parsed.overrides, force=parsed.force)
+    resume_runs(parsed.path, parsed.overrides, force=parsed.force)
 
 
 def report(args: list[str]) -> None:

@@ -26,12 +26,17 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lth.dataset_schemas import (  # noqa: F401  (re-exported)
+    DATASET_SCHEMAS,
+    ImageFolderDatasetConfig,
+    SyntheticDatasetConfig,
+    TextDatasetConfig,
+)
 from lth.errors import ConfigError
 from lth.model_schemas import GPTModelConfig, LSTMModelConfig, ViTModelConfig
 from lth.schema import (  # noqa: F401  (re-exported: `from lth.config import PruneConfig` and the like)
     CONTROLS,
     CRITERIA,
-    DATASET_SCHEMAS,
     DEVICES,
     DISTRIBUTIONS,
     DURATION,
@@ -47,11 +52,8 @@ from lth.schema import (  # noqa: F401  (re-exported: `from lth.config import Pr
     CheckpointConfig,
     Config,
     DatasetConfig,
-    ImageFolderDatasetConfig,
     ModelConfig,
     PruneConfig,
-    SyntheticDatasetConfig,
-    TextDatasetConfig,
     TrainConfig,
     UIConfig,
 )

@@ -43,24 +43,6 @@ RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replica
 # Keys that decide the shapes of a run's saved tensors (the model, the data's input and classes): a resume cannot
 # change them even with --force, since no saved weight, mask or state would fit.
 SHAPE_KEYS = ("model.", "dataset.name", "dataset.like", "dataset.input_shape", "dataset.num_classes", "dataset.vocab")
-# Keys added after run records were pinned (tests/fixtures/config_records.json), with their defaults: a key at its
-# default is left out of run.json and the config hash, so every earlier run keeps its hash and can be resumed.
-LATER_KEYS: dict[str, Any] = {
-    "train.grad_clip": None,
-    "train.patience": 0,
-    "prune.update_every": 100,
-    "prune.drop_fraction": 0.3,
-    "prune.drop_schedule": "cosine",
-    "prune.update_until": 0.75,
-    "prune.early_ticket": False,
-    "prune.early_ticket_window": 5,
-    "prune.early_ticket_epsilon": 0.1,
-    "ui.width": None,
-    "prune.round0_from": None,
-    "prune.structure": "weight",
-    "prune.nm": [2, 4],
-}
-VOCABS = ("char", "byte")  # text datasets: the training split's characters (plus one unknown id) | UTF-8 bytes
 # OmegaConf's marker for a value the YAML must give; as a dataclass default it reads as this string.
 REQUIRED: Any = "???"
 
@@ -139,69 +121,6 @@ class DatasetConfig:
         require(self.val_size >= 0, "dataset.val_size", self.val_size, "an integer >= 0")
         subset = self.subset
         require(subset is None or subset >= 1, "dataset.subset", subset, "an integer >= 1, or null (all)")
-
-
-@dataclass
-class SyntheticDatasetConfig(DatasetConfig):
-    like: str | None = None  # take the input shape and class count of a real dataset (cifar10, mnist, ...)
-    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
-    num_classes: int = 10
-    train_size: int = 2000
-    test_size: int = 500
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        shape_ok = len(self.input_shape) >= 1 and all(d >= 1 for d in self.input_shape)
-        require(shape_ok, "dataset.input_shape", self.input_shape, "a list of positive sizes")
-        require(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "an integer >= 2")
-        require(self.test_size >= 1, "dataset.test_size", self.test_size, "an integer >= 1")
-
-
-@dataclass
-class ImageFolderDatasetConfig(DatasetConfig):
-    image_size: int = 64  # every image is resized (shorter side) and centre-cropped to image_size x image_size
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.image_size >= 8, "dataset.image_size", self.image_size, "an integer >= 8")
-
-
-@dataclass
-class TextDatasetConfig(DatasetConfig):
-    """A text corpus for language models (lth/data/text.py): contiguous train, validation and test stretches of
-    the text, the same for every seed; a training example is a window of `block_size` tokens."""
-
-    val_size: int = 0  # not used: the validation split is dataset.val_fraction of the text
-    # dataset.subset: train on a seed-fixed subset of N of the training windows (a shorter epoch); unset: all
-    vocab: str = "char"  # char (the training split's characters, plus one unknown id) | byte (256)
-    block_size: int = 128  # tokens per window (the context a language model trains and is evaluated on)
-    val_fraction: float = 0.05  # the stretch after the training text, for early stopping
-    test_fraction: float = 0.05  # the end of the text
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.val_size == 0, "dataset.val_size", self.val_size, "0 for a text dataset (dataset.val_fraction)")
-        require_choice("dataset.vocab", self.vocab, VOCABS)
-        require(self.block_size >= 1, "dataset.block_size", self.block_size, "an integer >= 1")
-        for key in ("val_fraction", "test_fraction"):
-            value = getattr(self, key)
-            require(0 < value < 1, f"dataset.{key}", value, "a fraction with 0 < fraction < 1")
-        held_out = self.val_fraction + self.test_fraction
-        require(
-            held_out < 1,
-            "dataset.test_fraction",
-            self.test_fraction,
-            f"below {1 - self.val_fraction:g} (1 - dataset.val_fraction)",
-        )
-
-
-# Datasets whose config has keys beyond DatasetConfig's; their YAML files start from these schemas too.
-DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
-    "synthetic": SyntheticDatasetConfig,
-    "imagefolder": ImageFolderDatasetConfig,
-    "shakespeare": TextDatasetConfig,
-    "textfile": TextDatasetConfig,
-}
 
 
 @dataclass
@@ -454,10 +373,6 @@ class Config:
         require(
             watched, "train.patience", self.train.patience, "0 with dataset.val_size=0 (it watches the validation loss)"
         )
-        if isinstance(self.dataset, SyntheticDatasetConfig):
-            synthetic = self.dataset
-            train_ok = synthetic.train_size > synthetic.val_size
-            require(train_ok, "dataset.train_size", synthetic.train_size, "an integer > dataset.val_size")
 
     def _check_lockstep(self) -> None:
         """Batched replicates (lth.replicates) share one mask stack and train every step to the end together."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from lth import distributed
+from lth.compile_guard import GuardedCompile
 from lth.data import Dataset, Split
 from lth.errors import RunFailed
 from lth.models import prunable_weights
@@ -378,29 +378,3 @@ class Trainer:
         if not math.isfinite(value):
             raise RunFailed(f"round {self.round_index}: training loss became {value} by step {self.step}")
         return value
-
-
-class GuardedCompile:
-    """`torch.compile(model)` that falls back to the eager model, once and with a warning, if compiling fails
-    (no compiler toolchain, an unsupported operator): `train.compile=true` never costs a run."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.compiled: Callable[[Tensor], Tensor] | None = torch.compile(model)
-        self.proven = False
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.compiled is None:
-            return self.model(x)
-        try:
-            output = self.compiled(x)
-        except Exception as error:
-            if self.proven:  # it compiled and ran before: this is a real error in the model, not the compiler
-                raise
-            warnings.warn(
-                f"train.compile: torch.compile failed ({type(error).__name__}); training eagerly", stacklevel=2
-            )
-            self.compiled = None
-            return self.model(x)
-        self.proven = True
-        return output

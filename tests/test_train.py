@@ -7,10 +7,11 @@ import torch
 from helpers import plan, prune_by_magnitude
 
 from lth import data
+from lth.compile_guard import GuardedCompile
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.models import build, prunable_weights
 from lth.prune import apply_masks, dense_masks
-from lth.train import GuardedCompile, Trainer, evaluate, lr_schedule, training_sample
+from lth.train import Trainer, evaluate, lr_schedule, training_sample
 
 
 def small_setup(seed: int = 0):

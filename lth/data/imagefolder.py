@@ -21,8 +21,9 @@ from PIL import Image
 
 from lth.data.files import FileSource
 from lth.data.registry import RawData
+from lth.dataset_schemas import ImageFolderDatasetConfig
 from lth.errors import ConfigError
-from lth.schema import DatasetConfig, ImageFolderDatasetConfig
+from lth.schema import DatasetConfig
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 _TEST_DIRS = ("val", "test")

@@ -15,7 +15,8 @@ import math
 import torch
 
 from lth.data.registry import RawData, Source, register
-from lth.schema import DatasetConfig, SyntheticDatasetConfig
+from lth.dataset_schemas import SyntheticDatasetConfig
+from lth.schema import DatasetConfig
 
 _DATA_SEED = 1234
 # The shape of one example and the class count of each real dataset lth reads (see their readers' docstrings).

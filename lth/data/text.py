@@ -37,8 +37,9 @@ from torch import Tensor
 
 from lth.data.registry import Source, register
 from lth.data.splits import Dataset, Split
+from lth.dataset_schemas import VOCABS, TextDatasetConfig
 from lth.errors import ConfigError
-from lth.schema import VOCABS, DatasetConfig, TextDatasetConfig, refuse
+from lth.schema import DatasetConfig, refuse
 from lth.seeds import SUBSET, derive_seed
 from lth.tasks import LANGUAGE_MODEL
 
