@@ -257,8 +257,9 @@ def test_stratified_subset_rounding_adds_up():
 
 @pytest.mark.parametrize(("like", "shape", "classes"), [("cifar10", (3, 32, 32), 10), ("cifar100", (3, 32, 32), 100)])
 def test_synthetic_like_takes_a_real_datasets_shape(like, shape, classes):
-    cfg = SyntheticDatasetConfig(name="synthetic", like=like, input_shape=[1, 5], train_size=300, test_size=20)
-    cfg.val_size = 50
+    cfg = SyntheticDatasetConfig(
+        name="synthetic", like=like, input_shape=[1, 5], train_size=300, test_size=20, val_size=50
+    )
     loaded = data.load(cfg, seed=0, device=CPU)
     assert loaded.input_shape == shape and loaded.num_classes == classes
 

@@ -20,7 +20,7 @@ from lth.checkpoint import run_lock
 
 # id: (arguments, fragments the one-line message must contain); {name} is a path in the world below
 CASES: dict[str, tuple[list[str], list[str]]] = {
-    "unknown model": (["run", "model=no_such_model"], ["model=no_such_model", "lenet_300_100, resnet110"]),
+    "unknown model": (["run", "model=no_such_model"], ["model=no_such_model", "lenet_300_100, lstm, resnet110"]),
     "unknown torchvision model": (
         ["run", "model=torchvision", "model.name=resnet51"],
         ["model.name=resnet51", "torchvision.models classification constructor"],
@@ -32,7 +32,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "unknown dataset": (
         ["run", "dataset=imagenet"],
-        ["dataset=imagenet", "cifar10, cifar100, fashion_mnist, imagefolder, mnist, svhn, synthetic"],
+        ["dataset=imagenet", "cifar10, cifar100, fashion_mnist, imagefolder, mnist, shakespeare, svhn, synthetic"],
     ),
     "unknown prune option": (["run", "prune=sideways"], ["prune=sideways", "imp"]),
     "unknown train option": (["run", "train=resnet"], ["train=resnet", "lenet"]),
@@ -46,7 +46,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "zero batch": (["run", "train.batch_size=0"], ["train.batch_size=0", ">= 1"]),
     "zero epochs": (["run", "train.epochs=0"], ["train.epochs=0", ">= 1"]),
     "zero learning rate": (["run", "train.lr=0"], ["train.lr=0", "> 0"]),
-    "unknown optimizer": (["run", "train.optimizer=adagrad"], ["train.optimizer=adagrad", "adam, sgd"]),
+    "unknown optimizer": (["run", "train.optimizer=adagrad"], ["train.optimizer=adagrad", "adam, adamw, sgd"]),
     "negative momentum": (["run", "train.momentum=-0.5"], ["train.momentum=-0.5", ">= 0"]),
     "negative weight decay": (["run", "train.weight_decay=-1"], ["train.weight_decay=-1", ">= 0"]),
     "infinite learning rate": (["run", "train.lr=inf"], ["train.lr=inf", "finite"]),
