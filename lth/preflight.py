@@ -80,6 +80,12 @@ def advice(cfg: Config, dataset: data.Dataset) -> list[str]:
             f"warning: {key} evaluates once in a round of {steps} steps, so early stopping cannot choose: every "
             f"round's early-stop step is its last; set train.eval_every below {steps}"
         )
+    warmup_steps = to_steps(cfg.train.warmup, epoch)
+    if warmup_steps > steps:  # a recipe's warm-up in a run made shorter (train.epochs=1 for a smoke test)
+        lines.append(
+            f"warning: train.warmup={cfg.train.warmup} is {warmup_steps} steps, longer than a round ({steps} "
+            f"steps), so the learning rate never reaches train.lr={cfg.train.lr:g}; choose at most {steps}it"
+        )
     if cfg.prune.retrain == "lr_rewind" and cfg.train.lr_schedule == "constant":
         lines.append(
             "note: prune.retrain=lr_rewind on train.lr_schedule=constant replays a constant rate: it is "
@@ -163,21 +169,13 @@ def _check_masks_source(cfg: Config) -> None:
 
 
 def _check_durations(cfg: Config, train_examples: int) -> None:
-    """A pruned round rewound to step k trains steps k+1..T, so k must come before the end of round 0; a warm-up
-    must end within a round."""
+    """A pruned round rewound to step k trains steps k+1..T, so k must come before the end of round 0."""
     per_epoch = steps_per_epoch(train_examples, cfg.train.batch_size)
     total, rewind_step = per_epoch * cfg.train.epochs, to_steps(cfg.prune.rewind_to, per_epoch)
     if rewind_step >= total:
         raise ConfigError(
             f"prune.rewind_to={cfg.prune.rewind_to} is step {rewind_step}, not before the end of a round "
             f"({total} steps: {cfg.train.epochs} epochs of {per_epoch} steps)"
-        )
-    warmup_steps = to_steps(cfg.train.warmup, per_epoch)
-    if warmup_steps > total:
-        raise ConfigError(
-            f"train.warmup={cfg.train.warmup} is {warmup_steps} steps, longer than a round ({total} steps: "
-            f"{cfg.train.epochs} epochs of {per_epoch} steps), so the learning rate never reaches train.lr; "
-            f"choose at most {total}it"
         )
 
 

@@ -93,6 +93,7 @@ def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path, reference, delay,
     kill_and_resume(tmp_path, reference, delay, 0, capsys)
 
 
+@pytest.mark.slow  # its own reference run, then the killed one; the kill must land after a mask update
 def test_kill_9_mid_rigl_round_then_resume_is_bit_identical(tmp_path, capsys):
     """The mask RigL has grown so far is part of the training state: a kill between its updates, then a resume,
     gives the uninterrupted run's masks, weights and update history."""
