@@ -75,6 +75,7 @@ def test_resume_of_a_finished_run_does_no_work(fast_run, capsys):
     assert "round" in printed
 
 
+@pytest.mark.slow  # a real sweep in a subprocess: about 9 s (sweeps are tested in-process in test_sweeps.py)
 def test_a_sweep_runs_every_job_in_its_own_directory(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     lth("run", "-m", "seed=0,1", *FAST, "prune.rounds=0", f"hydra.sweep.dir={sweep}", cwd=tmp_path)

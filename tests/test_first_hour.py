@@ -9,6 +9,7 @@ import pytest
 from helpers import FAST, lth
 
 
+@pytest.mark.slow  # two interpreters at once: about 7 s
 def test_two_runs_started_together_get_folders_of_their_own(tmp_path):
     command = [sys.executable, "-m", "lth", "run", *FAST, "prune.rounds=0"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
@@ -78,6 +79,7 @@ def test_ui_width_sets_the_output_width():
     assert RunDisplay(live=False, width=100).console.width == 100
 
 
+@pytest.mark.slow  # real MNIST-format data through a run and an export: about 12 s
 def test_an_exported_ticket_is_right_on_unit_and_raw_inputs(tmp_path):
     """The card carries the input normalisation; load_ticket(inputs="unit") takes [0, 1] images, as ToTensor gives."""
     import json

@@ -783,6 +783,7 @@ def test_a_closed_pipe_is_quiet_in_a_real_process(fast_run, tmp_path):
     assert process.wait(timeout=60) == 1 and err == "", err
 
 
+@pytest.mark.slow  # a real interpreter and a whole run: about 8 s
 def test_a_run_trains_on_when_the_reader_of_its_output_goes(tmp_path):
     """`lth run ... | head -1`: the run is not killed half-way with its record saying `running`; it finishes."""
     process = subprocess.Popen(

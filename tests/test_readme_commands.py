@@ -48,6 +48,7 @@ def test_flags_are_split_from_overrides_wherever_they_stand():
     assert overrides == ["model=conv2", "seed=0,1", "a=1"]
 
 
+@pytest.mark.slow  # a conv-2 sweep in a subprocess: about 12 s (every README line composes in the fast suite)
 def test_a_sweep_of_a_model_with_a_recipe_runs(tmp_path):
     """The recipe's overrides go before the user's, after the flags: Hydra's argparse takes one override list."""
     result = lth(
@@ -61,6 +62,7 @@ def test_a_sweep_of_a_model_with_a_recipe_runs(tmp_path):
     assert "name: resnet20" in printed and "cifar10" in printed
 
 
+@pytest.mark.slow  # builds and installs a wheel: about 10 s
 def test_a_wheel_install_runs_from_another_directory(tmp_path):
     """`pip install` (not editable) ships the config groups: compose and a tiny real run outside the checkout."""
     import subprocess

@@ -86,6 +86,7 @@ def test_failed_and_empty_runs_are_marked_not_fatal(sweep_template, tmp_path, ca
     assert code == 2 and err.startswith("lth: error: ") and "no finished rounds" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow  # renders and reads back every figure: about 8 s
 def test_every_figure_is_a_readable_non_blank_png(sweep_template, tmp_path, capsys):
     import matplotlib.image as mpimg
 

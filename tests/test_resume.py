@@ -127,7 +127,9 @@ def test_kill_9_at_ten_random_moments(tmp_path, reference, capsys):
         print("\n" + "\n".join(outcomes))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "pre-emption"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=["ctrl-c", "pre-emption"]
+)
 def test_a_signal_mid_round_saves_the_state_and_resume_continues_from_it(tmp_path, reference, signum, capsys):
     run_dir = tmp_path / "run"
     args = [*KILLABLE, "checkpoint.every=0", f"hydra.run.dir={run_dir}"]  # only the signal writes a state
@@ -215,6 +217,7 @@ def test_forced_change_is_recorded_and_divergence_fails_the_run_keeping_finished
     assert not (fast_run / "round_03").exists()
 
 
+@pytest.mark.slow  # the sweep.json resume test below covers it in-process, faster
 def test_resume_of_a_sweep_folder_finishes_the_unfinished_runs(tmp_path, reference, capsys):
     sweep = tmp_path / "sweep"
     finished = sweep / "0"
@@ -263,6 +266,7 @@ def test_a_corrupted_finished_file_is_named(fast_run, capsys, damaged):
     assert not (fast_run / "round_03").exists()
 
 
+@pytest.mark.slow  # a real interpreter start and a SIGTERM: about 5 s
 def test_a_run_stopped_during_start_up_is_resumable(tmp_path, reference):
     """SIGTERM as soon as Hydra has recorded the run's command (imports, data, model still to come): one line, exit
     130, and `lth resume` trains the whole run, the same as one never stopped."""
@@ -311,6 +315,7 @@ def test_resume_of_a_sweep_finishes_every_job_whenever_it_stopped(sweep_template
     assert {p: p.stat().st_mtime_ns for p in sweep_template.rglob("*")} == before
 
 
+@pytest.mark.slow  # three trainings: about 5 s
 def test_resume_finishes_every_replicate_of_a_group(tmp_path, capsys):
     """`train.replicates=2` stopped when only seed_0's run was recorded: resume trains seed_1 too."""
     group = tmp_path / "group"

@@ -73,6 +73,7 @@ def test_null_output_rate_is_the_rate_it_stands_for(sweep_template):
     assert {configuration(run)["prune.output_rate"] for run in runs} == {0.1, 0.25}
 
 
+@pytest.mark.slow  # renders figures: about 5 s
 def test_figures_take_labels_title_and_metric(sweep_template, tmp_path, capsys):
     import matplotlib.image as mpimg
 

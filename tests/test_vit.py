@@ -139,6 +139,7 @@ def lth(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lth", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # the real command on a transformer: about 8 s
 def test_lth_run_model_vit_on_synthetic_data_end_to_end(tmp_path):
     done = lth("run", *TINY, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
