@@ -23,7 +23,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lth.dataset_schemas import (  # noqa: F401  (re-exported)
@@ -106,11 +106,7 @@ def user_groups() -> list[str]:
 def run_help(overrides: Sequence[str]) -> str:
     """`lth run --help`: the groups with their options and the config `overrides` compose (Hydra's own help
     would offer the schemas stored for the YAML files, base_model and the like, as options too)."""
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            composed = hydra_compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(_explain(error)) from None
+    composed = _composed(overrides)
     groups = "\n".join(f"{group}: {', '.join(group_options(group))}" for group in user_groups())
     return (
         "lth run [OVERRIDES]: an IMP experiment; with -m a sweep, one job per value (seed=0,1,2)\n\n"
@@ -124,12 +120,17 @@ def run_help(overrides: Sequence[str]) -> str:
 
 def compose(overrides: Sequence[str]) -> Config:
     """Compose `conf/config.yaml` with command-line overrides into a validated Config."""
+    return from_dictconfig(_composed(overrides))
+
+
+def _composed(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
+    """Hydra's composition of `conf/config.yaml` with `overrides` (and Hydra's own node when `with_hydra`); its
+    errors as one line."""
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            composed = hydra_compose(config_name="config", overrides=list(overrides))
+            return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain(error)) from None
-    return from_dictconfig(composed)
 
 
 def recipe_overrides(overrides: Sequence[str]) -> list[str]:
@@ -215,11 +216,7 @@ def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
 
 def sweeper_params(overrides: Sequence[str]) -> dict[str, Any]:
     """`hydra.sweeper.params` of the config composed with `overrides` (what an experiment preset sweeps)."""
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            composed = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(_explain(error)) from None
+    composed = _composed(overrides, with_hydra=True)
     params = composed.hydra.sweeper.get("params")
     return dict(OmegaConf.to_container(params)) if params else {}
 

@@ -234,10 +234,7 @@ def training_curves(ax: Axes, arms: Arms, rounds: Sequence[int]) -> None:
             curves = [run.history(round_index) for run in group.runs if len(run.rows) > round_index]
             if not curves:
                 continue
-            # the steps every run evaluated at (runs grouped by --group-by may have trained for different lengths)
-            by_step = [{e["step"]: e["test_accuracy"] for e in curve} for curve in curves]
-            steps = sorted(set(by_step[0]).intersection(*by_step[1:]))
-            means = [100 * sum(accuracies[step] for accuracies in by_step) / len(by_step) for step in steps]
+            steps, means = _mean_at_shared_steps([{e["step"]: 100 * e["test_accuracy"] for e in c} for c in curves])
             density = group.rounds()[round_index]["density"]["mean"]
             name = f"round {round_index} ({density:.1%})"
             ax.plot(
@@ -306,9 +303,8 @@ def mask_distance_curves(ax: Axes, arms: Arms) -> None:
                 for run in group.runs
                 if len(run.rows) > round_index
             ]
-            steps = sorted(set(by_step[0]).intersection(*by_step[1:]))
+            steps, means = _mean_at_shared_steps(by_step)
             if steps:
-                means = [sum(distances[step] for distances in by_step) / len(by_step) for step in steps]
                 name = f"round {round_index}"
                 ax.plot(
                     steps,
@@ -321,6 +317,12 @@ def mask_distance_curves(ax: Axes, arms: Arms) -> None:
     ax.set_ylabel("mask distance to the previous evaluation")
     ax.set_title("How the next round's mask settles (You et al. 2020)")
     legend(ax)
+
+
+def _mean_at_shared_steps(by_step: Sequence[dict[int, float]]) -> tuple[list[int], list[float]]:
+    """The steps every run recorded a value at (runs may have trained for different lengths), and the mean there."""
+    steps = sorted(set(by_step[0]).intersection(*by_step[1:]))
+    return steps, [sum(values[step] for values in by_step) / len(by_step) for step in steps]
 
 
 def _mask_distances(run: Run) -> bool:

@@ -168,16 +168,7 @@ def _starting(members: list[Member], new_run: bool, resume_path: Path) -> Iterat
     recorded = [run_dir for _, run_dir in members if not (run_dir / RUN_FILE).exists()]
     for cfg, run_dir in members:
         if run_dir in recorded:
-            update_run_record(
-                run_dir,
-                format_version=FORMAT_VERSION,
-                status="starting",
-                config=config.to_container(cfg),
-                config_hash=config_hash(cfg),
-                rounds_planned=cfg.prune.rounds + 1,
-                rounds_finished=0,
-                events=[],
-            )
+            update_run_record(run_dir, status="starting", rounds_finished=0, events=[], **_plan_record(cfg))
     try:
         with sigterm_interrupts():
             yield
@@ -274,13 +265,10 @@ def open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None) -> Open
     event = {"event": "resumed" if record and record.get("events") else "started", "time": now()}
     update_run_record(
         run_dir,
-        format_version=FORMAT_VERSION,
         status="running",
-        config=config.to_container(cfg),
-        config_hash=config_hash(cfg),
         device=str(device),
-        rounds_planned=cfg.prune.rounds + 1,
         rounds_finished=first,
+        **_plan_record(cfg),
         versions=_versions(),
         code=code_version(),
         events=[*(record or {}).get("events", []), {**event, **({"changes": changes} if changes else {})}],
@@ -288,6 +276,16 @@ def open_run(cfg: Config, run_dir: Path, changes: dict[str, Any] | None) -> Open
     distributed.barrier()  # θ0 is on disk for every rank to read
     init = load_sealed(run_dir, INIT_FILE, str(device))
     return OpenRun(cfg, run_dir, dataset, model, init, borrowed_from, first)
+
+
+def _plan_record(cfg: Config) -> dict[str, Any]:
+    """What run.json says of the run's plan, from the moment it starts: its format, config, hash and rounds."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_container(cfg),
+        "config_hash": config_hash(cfg),
+        "rounds_planned": cfg.prune.rounds + 1,
+    }
 
 
 def _share_test_split(opened: list[OpenRun]) -> None:
