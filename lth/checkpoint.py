@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are read or written, so the
 
 FORMAT_VERSION = 1  # of the outputs tree; a run written in another format is not resumed
 RUN_FILE = "run.json"
+SWEEP_FILE = "sweep.json"  # in a multirun folder, beside its jobs' run directories (lth.sweeps)
 LOCK_FILE = ".lock"
 INIT_FILE = "init.safetensors"
 REWIND_FILE = "rewind.safetensors"

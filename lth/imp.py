@@ -190,9 +190,12 @@ class Rounds:
             stream.close()
 
     def round0_source(self, round_index: int) -> Path | None:
-        """The run whose round 0 this one takes (`preflight.round0_source`), when round 0 is what comes next and
-        that run's θ0 is this run's; a named run with another θ0 is refused."""
-        source = preflight.round0_source(self.cfg) if round_index == 0 else None
+        """The run whose round 0 this one takes (`preflight.round0_source`, else a finished job of its sweep:
+        `preflight.sweep_round0`), when round 0 is what comes next and that run's θ0 is this run's; a named run
+        with another θ0 is refused."""
+        if round_index != 0:
+            return None
+        source = preflight.round0_source(self.cfg) or preflight.sweep_round0(self.cfg, self.run_dir)
         if source is None:
             return None
         theirs = load_sealed(source, INIT_FILE, self.device)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lth import data, models, replicates, structures
-from lth.checkpoint import RUN_FILE, find_runs, finished_rounds, load_tensors, read_run_record, verify_round
+from lth.checkpoint import RUN_FILE, SWEEP_FILE, find_runs, finished_rounds, load_tensors, read_run_record, verify_round
 from lth.errors import ConfigError
 from lth.models import prunable_weights
 from lth.schema import Config, refuse
@@ -146,6 +146,25 @@ def round0_source(cfg: Config) -> Path | None:
     if differences:
         raise ConfigError(f"{key}: its round 0 was trained otherwise ({differences}); it cannot stand for this one's")
     return source
+
+
+def sweep_round0(cfg: Config, run_dir: Path) -> Path | None:
+    """Another job of this run's sweep whose finished round 0 was trained under this run's round-0 config: a
+    one-shot sweep over five target densities trains one dense network, not five. Jobs that run at the same time
+    each train their own (only a finished round 0 can be taken). None outside a sweep and for sparse starts."""
+    from lth.prune import SCHEDULES
+
+    sweep_dir = next((d for d in run_dir.absolute().parents[:2] if (d / SWEEP_FILE).is_file()), None)
+    if sweep_dir is None or SCHEDULES[cfg.prune.schedule].from_start:
+        return None
+    for job in sorted(p.parent for p in sweep_dir.rglob(RUN_FILE)):
+        if job.absolute() != run_dir.absolute() and finished_rounds(job) >= 1:
+            try:
+                if not _round0_differences(cfg, job):
+                    return job
+            except ConfigError:  # a damaged neighbour is its own job's problem, not this one's
+                continue
+    return None
 
 
 def _round0_differences(cfg: Config, source: Path) -> str:

@@ -25,11 +25,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lth import distributed
-from lth.checkpoint import now, read_json, write_json
+from lth.checkpoint import SWEEP_FILE, now, read_json, write_json
 from lth.config import SweepGrid, sweep_grid
 from lth.errors import ConfigError, RunFailed
 
-SWEEP_FILE = "sweep.json"
 MAX_DEFAULT_JOBS = 8  # each job holds its own copy of the dataset; more parallel jobs rarely pay on one machine
 
 _started: list[Path] = []  # sweep folders this process started, for `raise_for_failures`

@@ -57,3 +57,17 @@ def test_a_round_0_trained_otherwise_is_refused_before_anything_is_written(ticke
     assert not run.exists()
     code, _, err = lth_in_process("run", *FAST, f"prune.round0_from={tmp_path}", capsys=capsys)
     assert code == 2 and "not a run with a finished round 0" in err
+
+
+def test_a_one_shot_sweep_trains_one_dense_round(tmp_path, capsys, monkeypatch):
+    """Five target densities of one seed need one dense network: the later jobs take the first job's round 0."""
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    sweep = tmp_path / "sweep"
+    args = ["prune=oneshot", "prune.rounds=1", "prune.target_density=0.5,0.2", f"hydra.sweep.dir={sweep}"]
+    printed = lth_ok("run", "-m", *FAST, *args, capsys=capsys)
+    assert printed.count("round 0 taken from") == 1 and f"round 0 taken from {sweep / '0'}" in printed
+    assert "taken_from" not in metrics(sweep / "0")
+    assert metrics(sweep / "1")["taken_from"]["run"] == str((sweep / "0").resolve())
+    final = [(sweep / job / "round_00" / "final.safetensors").read_bytes() for job in ("0", "1")]
+    assert final[0] == final[1]
+    assert [metrics(sweep / job, 1)["density"] for job in ("0", "1")] == pytest.approx([0.5, 0.2], abs=0.01)
