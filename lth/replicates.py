@@ -29,8 +29,9 @@ from torch.func import functional_call, vmap
 from lth.data import Split
 from lth.errors import ConfigError, Interrupted
 from lth.models import prunable_weights
+from lth.optim import make_optimizer, set_lr
 from lth.tasks import loss
-from lth.train import PROGRESS_EVERY, ProgressCallback, Trainer, TrainResult, make_optimizer, set_lr
+from lth.train import PROGRESS_EVERY, ProgressCallback, Trainer, TrainResult
 
 Stacked = dict[str, Tensor]  # parameter or buffer name -> the N replicates' tensors stacked on dimension 0
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from lth.compile_guard import GuardedCompile
 from lth.data import Dataset, Split
 from lth.errors import RunFailed
 from lth.models import prunable_weights
+from lth.optim import make_optimizer, set_lr
 from lth.prune import Masks
 from lth.schema import DURATION, TrainConfig
 from lth.seeds import AUGMENT, DATA_ORDER, TRAIN_SAMPLE, TRAINING, derive_seed
@@ -87,21 +88,6 @@ class TrainResult:
             "end_reason": self.end_reason,
             "steps_saved": self.steps_saved,
         }
-
-
-def make_optimizer(parameters: Iterable[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
-    # Fused kernels: one pass over all parameters per step; on the CPU Adam's step costs ~3x less than foreach.
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    if cfg.optimizer == "adamw":  # decoupled decay w -= lr * decay * w: a pruned (zero) weight stays zero
-        return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    if lr != optimizer.param_groups[0]["lr"]:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
 
 
 LearningRate = Callable[[int], float]  # the learning rate of the step taken from step count `step`

@@ -37,9 +37,10 @@ from lth import data
 from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
 from lth.criteria import Scoring
 from lth.models import build, output_layer
+from lth.optim import make_optimizer
 from lth.prune import apply_masks, dense_masks, plan_round
 from lth.replicates import ReplicateBatch
-from lth.train import Trainer, make_optimizer
+from lth.train import Trainer
 
 # model: (dataset it is trained on: shape, training examples per epoch), recipe, steps timed per repetition
 SETTINGS = {

@@ -150,3 +150,23 @@ def test_the_read_side_and_the_help_start_without_torch(sweep_template, tmp_path
     assert json.loads(subprocess.run(
         [sys.executable, "-m", "lth", "report", str(sweep_template), "--json"], capture_output=True, text=True
     ).stdout)  # fmt: skip
+
+
+def test_an_eager_run_never_imports_torch_dynamo(tmp_path):
+    """torch's optimiser guards and meta-device kernels import torch._dynamo on first use, 2.5-3.5 s of start-up;
+    an eager run (the model-fit check, rounds with training, evaluation and checkpoints) never needs it."""
+    import subprocess
+    import sys
+
+    argv = ["run", *FAST, "prune.rounds=1", "train.replicates=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    code = (
+        "import sys, contextlib, io\n"
+        "from lth.cli import main\n"
+        f"sys.argv = ['lth', *{argv!r}]\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(sys.argv[1:])\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1:] == ["False"], (out.stdout, out.stderr)
+    assert (tmp_path / "run" / "seed_1" / "round_01" / "metrics.json").is_file()

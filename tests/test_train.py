@@ -213,3 +213,29 @@ def test_a_model_that_cannot_compile_trains_eagerly_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="train.compile: torch.compile failed"):
         out = guarded(torch.ones(3, 4))
     assert out.shape == (3, 2) and guarded.compiled is None
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_the_eager_optimisers_step_as_torchs_own(optimizer):
+    """lth.optim's optimisers skip torch's dynamo guards (seconds of start-up): the same steps, the same state,
+    and a state dict that torch's own class loads."""
+    from lth.optim import _CLASSES, make_optimizer
+
+    cfg = TrainConfig(optimizer=optimizer, lr=0.01, momentum=0.9, weight_decay=1e-3)
+    models = [torch.nn.Linear(6, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    theirs = _CLASSES[optimizer](models[1].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True,
+                                 **({"momentum": cfg.momentum} if optimizer == "sgd" else {}))  # fmt: skip
+    ours = make_optimizer(models[0].parameters(), cfg)
+    assert type(ours).__name__ == f"Eager{type(theirs).__name__}" and isinstance(ours, type(theirs))
+    x = torch.randn(8, 6)
+    for _ in range(3):
+        for model, opt in zip(models, (ours, theirs), strict=True):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+            assert not any(p.grad_fn for p in model.parameters())  # the step ran under no_grad
+    assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True))
+    state = ours.state_dict()
+    assert str(state) == str(theirs.state_dict())
+    _CLASSES[optimizer](models[1].parameters(), lr=cfg.lr).load_state_dict(state)

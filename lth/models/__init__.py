@@ -11,6 +11,8 @@ and the vocabulary size as its class count.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -69,22 +71,28 @@ def check_name(cfg: ModelConfig) -> None:
             refuse("model.width", cfg.width, f"null for {model}; models that take a width: {', '.join(width_names())}")
 
 
+REAL_CHECK_PARAMETERS = 30_000_000  # 120 MB of fp32: ResNet-50 and smaller are checked on the CPU
+
+
 def check_fits(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
     """Raise ConfigError unless the model builds for `input_shape` and maps a batch of 2 to its task's logits,
     (2, num_classes) for a classifier, (2, T, vocabulary) for a language model.
 
-    The model is built and run on the meta device: shapes are computed, no memory is allocated and no arithmetic
-    is done, so a large torchvision model costs about a second (RegNets, which cannot be built there, are built
-    for real and then moved)."""
+    The model is built on the meta device without initialisation (RegNets, which cannot be built there, are
+    built for real and then moved). Up to `REAL_CHECK_PARAMETERS` it then gets uninitialised CPU memory and runs
+    for real: a batch of 2 costs milliseconds, where meta's Python kernels would import torch._dynamo (seconds of
+    start-up); a larger model runs on the meta device, where no memory is allocated and no arithmetic done."""
     shape = tuple(input_shape)
     task = TASKS[task_of(cfg)]
     expected = task.output_shape(2, shape, num_classes)
     model: nn.Module | None = None
     try:
         model = _build_on_meta(cfg, shape, num_classes)
+        device = "cpu" if sum(p.numel() for p in model.parameters()) <= REAL_CHECK_PARAMETERS else "meta"
+        model = model.to_empty(device=device)  # values are garbage: only the output's shape is looked at
         model.train()  # training mode, as the run uses it (networks with auxiliary heads differ only there)
         with torch.no_grad():
-            output = model(task.example_input(2, shape, "meta"))
+            output = model(task.example_input(2, shape, device))
     except Exception as error:  # whatever breaks (shape mismatch, pooling to nothing, bad rank) is the reason
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         reason = _channel_mismatch(model, shape) or first_line
@@ -99,9 +107,24 @@ def check_fits(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int)
     raise ConfigError(f"{model_key} does not fit inputs of shape {shape} from the dataset: {_shorten(reason)}")
 
 
+class _SkipInitialisation(torch.overrides.TorchFunctionMode):
+    """Under the meta device, in-place writes of values (the initialisers' normal_, uniform_, zero_, ...) do
+    nothing: a shape check needs no values, and meta's random fills run torch's Python reference kernels, whose
+    guard imports torch._dynamo (seconds of start-up). In-place calls that change a shape or a flag still run."""
+
+    _KEPT = frozenset({"resize_", "resize_as_", "set_", "requires_grad_"})
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = getattr(func, "__name__", "")
+        writes_values = name.endswith("_") and not name.endswith("__") and name not in self._KEPT
+        if writes_values and args and isinstance(args[0], Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 def _build_on_meta(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _SkipInitialisation():
             return build(cfg, shape, num_classes)
     except NotImplementedError:
         # Some constructors read tensor values while building (torchvision's RegNets compute their widths with
