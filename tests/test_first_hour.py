@@ -43,7 +43,8 @@ def test_a_log_gets_progress_lines_at_a_steady_rhythm():
     for step in range(20, 1000, 20):
         now[0] = step * 0.01  # 10 s for the round: the 10% rule decides
         display.step(step, 0.5, 0.9)
-    lines = out.getvalue().splitlines()
+    first, *lines = out.getvalue().splitlines()
+    assert first == "round 1 · density 80.0% · training steps 1-1000"  # when training, not start-up, begins
     assert len(lines) == 9 and lines[0].startswith("round 1 · density 80.0% · epoch 1/2 · step 100/1000 (10%)")
     assert "eta 0m09s" in lines[0]
     now[0] = 0.0
@@ -51,7 +52,7 @@ def test_a_log_gets_progress_lines_at_a_steady_rhythm():
     display.step(20, 0.5, 0.9)
     now[0] = 61.0  # a slow round: the minute rule decides
     display.step(40, 0.5, 0.9)
-    assert len(out.getvalue().splitlines()) == 10 and "step 40/100000" in out.getvalue().splitlines()[-1]
+    assert len(out.getvalue().splitlines()) == 12 and "step 40/100000" in out.getvalue().splitlines()[-1]
 
 
 @pytest.mark.parametrize("width", [80, 200])
