@@ -149,7 +149,7 @@ def to_container(cfg: Config) -> dict[str, Any]:
         node: Any = container
         for group in groups:
             node = node.get(group) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(name) == before:
+        if isinstance(node, dict) and name in node and node[name] == before:  # (dataset keys: one dataset's)
             del node[name]
     return container
 
