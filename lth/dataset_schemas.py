@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from lth.schema import DatasetConfig, require, require_choice
 
 VOCABS = ("char", "byte")  # text datasets: the training split's characters (plus one unknown id) | UTF-8 bytes
+# image trees: stream from disk when too large for memory (lth.data.imagefolder.STREAM_ABOVE) | always | never
+STREAM_MODES = ("auto", "true", "false")
 
 
 @dataclass
@@ -31,10 +33,18 @@ class SyntheticDatasetConfig(DatasetConfig):
 @dataclass
 class ImageFolderDatasetConfig(DatasetConfig):
     image_size: int = 64  # every image is resized (shorter side) and centre-cropped to image_size x image_size
+    # decode the tree into memory (false), or stream it from disk batch by batch (true; lth/data/stream.py); auto:
+    # stream when the decoded tree would take more than a quarter of the memory available. Same results either way.
+    stream: str = "auto"
+    workers: int | None = None  # streaming: DataLoader worker processes (0: in this process); unset: one per core, <= 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.image_size >= 8, "dataset.image_size", self.image_size, "an integer >= 8")
+        self.stream = str(self.stream).lower()  # `dataset.stream=true` arrives as the bool True, turned into "True"
+        require_choice("dataset.stream", self.stream, STREAM_MODES)
+        workers = self.workers
+        require(workers is None or workers >= 0, "dataset.workers", workers, "an integer >= 0, or null (one per core)")
 
 
 @dataclass

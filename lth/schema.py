@@ -38,8 +38,16 @@ PRECISIONS = ("32", "bf16", "fp16")
 LOGGERS = ("none", "tensorboard")
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
 # Keys that may change when a run is resumed: they do not change any result (batched replicates equal runs
-# alone, to float rounding).
-RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replicates")
+# alone, to float rounding; a streamed image tree gives the batches it gives in memory).
+RESUMABLE_KEYS = (
+    "prune.rounds",
+    "ui.",
+    "checkpoint.",
+    "logger",
+    "train.replicates",
+    "dataset.stream",
+    "dataset.workers",
+)
 # Keys that decide the shapes of a run's saved tensors (the model, the data's input and classes): a resume cannot
 # change them even with --force, since no saved weight, mask or state would fit.
 SHAPE_KEYS = ("model.", "dataset.name", "dataset.like", "dataset.input_shape", "dataset.num_classes", "dataset.vocab")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from lth import schema as schema_module
-from lth.dataset_schemas import DATASET_SCHEMAS, SyntheticDatasetConfig
+from lth.dataset_schemas import DATASET_SCHEMAS, ImageFolderDatasetConfig, SyntheticDatasetConfig
 from lth.errors import ConfigError
 from lth.model_schemas import MODEL_SCHEMAS
 from lth.schema import (
@@ -56,6 +56,8 @@ LATER_KEYS: dict[str, Any] = {
     "prune.round0_from": None,
     "prune.structure": "weight",
     "prune.nm": [2, 4],
+    "dataset.stream": "auto",
+    "dataset.workers": None,
 }
 
 
@@ -112,6 +114,10 @@ def validate(cfg: Config) -> None:
     _check_task(cfg, models.task_of(cfg.model), data.task_of(cfg.dataset.name), models.names_for)
     if isinstance(cfg.dataset, SyntheticDatasetConfig) and cfg.dataset.like is not None:
         require_choice("dataset.like", cfg.dataset.like, sorted(data.synthetic.LIKE))
+    if isinstance(cfg.dataset, ImageFolderDatasetConfig) and cfg.train.replicates > 1:
+        streamed = data.imagefolder.IMAGE_FOLDER.streams(cfg.dataset)  # lists the tree (no decoding) for auto
+        allowed = f"1 when the image tree streams from disk (dataset.stream={cfg.dataset.stream}); with dataset.stream"
+        require(not streamed, "train.replicates", cfg.train.replicates, allowed + "=false it is decoded into memory")
     if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         refuse("logger", cfg.logger, "none unless the tensorboard package is installed (pip install tensorboard)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -143,7 +149,7 @@ def to_container(cfg: Config) -> dict[str, Any]:
         node: Any = container
         for group in groups:
             node = node.get(group) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(name) == before:
+        if isinstance(node, dict) and name in node and node[name] == before:  # (dataset keys: one dataset's)
             del node[name]
     return container
 

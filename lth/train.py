@@ -9,8 +9,9 @@ the cross-entropy over the logits' last dimension for both (one label per exampl
 position of a window), accuracy counts every prediction, and evaluation batches are sized by the task.
 
 The data order of each epoch is drawn from a generator seeded by (seed, round, epoch) (see lth.seeds), so it can be
-recomputed from the step count alone: a mid-round resume needs no sampler state. Under torchrun every rank draws
-the same global batches and trains on its slice of each (lth.distributed).
+recomputed from the step count alone: a mid-round resume needs no sampler state. Each split reads those batches
+itself (`Examples.batches`: from the device's memory, or decoded from disk by a streamed image tree). Under
+torchrun every rank draws the same global batches and trains on its slice of each (lth.distributed).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from lth import distributed
 from lth.compile_guard import GuardedCompile
-from lth.data import Dataset, Split
+from lth.data import Dataset, Examples
 from lth.errors import RunFailed
 from lth.models import prunable_weights
 from lth.optim import make_optimizer, set_lr
@@ -124,27 +125,26 @@ def to_steps(duration: str, per_epoch: int) -> int:
     return count * per_epoch if match["unit"] == "ep" else count
 
 
-def training_sample(data: Dataset, seed: int) -> Split:
+def training_sample(data: Dataset, seed: int) -> Examples:
     """The training examples every evaluation of a run measures training loss and accuracy on: as many as the
     validation split holds (the test split without one), drawn once per run from (seed, TRAIN_SAMPLE), so every
     round is measured on the same examples at the cost of one more validation pass."""
     train = data.train
     size = min(len(train), len(data.val) if data.val is not None else len(data.test))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(seed, TRAIN_SAMPLE)))
-    chosen = order[:size].sort().values.to(train.y.device)
-    return replace(train, images=train.images[chosen], y=train.y[chosen])
+    return train.select(order[:size].sort().values.to(train.y.device))
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> tuple[float, float]:
+def evaluate(model: nn.Module, split: Examples, batch_size: int = EVAL_BATCH_SIZE) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over every prediction of a split (every label, or every next token of
     every window), `batch_size` examples at a time."""
     model.eval()
     loss_sum = torch.zeros((), device=split.y.device)
     correct = torch.zeros((), device=split.y.device, dtype=torch.long)
-    for start in range(0, len(split), batch_size):
-        logits = model(split.inputs(slice(start, start + batch_size)))
-        targets = split.y[start : start + batch_size]
+    chunks = (slice(start, start + batch_size) for start in range(0, len(split), batch_size))
+    for inputs, targets in split.batches(chunks):
+        logits = model(inputs)
         loss_sum += loss(logits, targets, reduction="sum")
         correct += hits(logits, targets)
     model.train()
@@ -245,8 +245,7 @@ class Trainer:
             loss_sum = torch.zeros((), device=device)
             correct_sum = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
-            for batch in self.epoch_batches(epoch):
-                x, y = self.batch(batch)
+            for x, y in self.epoch_data(epoch):
                 global_batch = len(y)
                 x, y = distributed.shard(x), distributed.shard(y)  # under torchrun: this rank's slice
                 if cfg.channels_last and x.dim() == 4:
@@ -296,6 +295,11 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True)
 
+    def epoch_data(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The training inputs and labels of `epoch`'s batches not yet trained on, each augmented for its step."""
+        for x, y in self.data.train.batches(self.epoch_batches(epoch)):
+            yield self.augmented(x), y
+
     def epoch_batches(self, epoch: int) -> tuple[Tensor, ...]:
         """The index batches of `epoch` not yet trained on, in the order drawn from (seed, round, epoch)."""
         return self._all_batches(epoch)[self.step - epoch * self.steps_per_epoch :]
@@ -313,11 +317,13 @@ class Trainer:
 
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """The training inputs and labels at `indices`, augmented for the current step."""
-        train, augment = self.data.train, self.data.augment
-        x = train.inputs(indices)
-        if augment is not None:  # seeded by the step, so a resumed round redraws the same crops
-            x = augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
-        return x, train.y[indices]
+        return self.augmented(self.data.train.inputs(indices)), self.data.train.y[indices]
+
+    def augmented(self, x: Tensor) -> Tensor:
+        """A training batch augmented for the current step: seeded by the step, so a resumed round redraws the
+        same crops."""
+        augment = self.data.augment
+        return x if augment is None else augment(x, torch.Generator().manual_seed(self._seed(AUGMENT, self.step)))
 
     def evaluation_due(self) -> bool:
         """Whether the step just taken ends an evaluation interval (`train.eval_every`, else an epoch) or the round."""

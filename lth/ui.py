@@ -165,7 +165,8 @@ class RunDisplay:
         self._started_at, self._started_step = self._clock(), completed
         self._logged_at, self._logged_step = self._started_at, completed
         if self.log_lines:  # a log shows when training (not start-up, data or checks) begins
-            self.console.print(f"round {round_index} · density {density:.1%} · training steps {completed + 1}-{total_steps}")
+            steps = f"training steps {completed + 1}-{total_steps}"
+            self.console.print(f"round {round_index} · density {density:.1%} · {steps}")
         if self._progress is not None:
             if self._task is not None:
                 self._progress.remove_task(self._task)

@@ -79,6 +79,22 @@ def tiny_gpt(corpus: Path, *extra: str) -> list[str]:
     ]
 
 
+def write_image_tree(root: Path, per_class: int, split: str = "train", classes: int = 3, seed: int = 0) -> Path:
+    """An ImageNet-style tree `root/split/<class>/<i>.png` of small random PNGs (9 to 15 pixels a side, some grey),
+    in the real on-disk format, written with Pillow."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label in range(classes):
+        folder = root / split / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            height, width = rng.integers(9, 16, 2)
+            image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            (image.convert("L") if i % 4 == 0 else image).save(folder / f"{i}.png")
+    return root
+
+
 def lth(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real command line (`python -m lth ...`) and capture its output."""
     full_env = {key: value for key, value in os.environ.items() if key != "LTH_DATA"}

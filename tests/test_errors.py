@@ -35,6 +35,15 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["run", "dataset=imagenet"],
         ["dataset=imagenet", "cifar10, cifar100, fashion_mnist, imagefolder, mnist, shakespeare, svhn, synthetic"],
     ),
+    "unknown stream mode": (
+        ["run", "dataset=imagefolder", "dataset.stream=maybe"],
+        ["dataset.stream=maybe", "one of: auto, true, false"],
+    ),
+    "negative data workers": (["run", "dataset=imagefolder", "dataset.workers=-1"], ["dataset.workers=-1", ">= 0"]),
+    "replicates of a streamed image tree": (
+        ["run", "dataset=imagefolder", "dataset.stream=true", "train.replicates=2"],
+        ["train.replicates=2", "streams from disk (dataset.stream=true)", "dataset.stream=false"],
+    ),
     "unknown prune option": (["run", "prune=sideways"], ["prune=sideways", "imp"]),
     "unknown train option": (["run", "train=resnet"], ["train=resnet", "lenet"]),
     "rate above one": (["run", "prune.rate=1.5"], ["prune.rate=1.5", "0 <= rate < 1"]),

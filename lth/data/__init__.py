@@ -4,6 +4,8 @@ A source turns a DatasetConfig into raw tensors (train and test images with labe
 (the seed-fixed validation hold-out, the stratified `dataset.subset`, normalisation with training statistics,
 moving to the device once so batches never leave it) happens here, the same for every dataset. A source may name
 an augmentation for training batches (`Dataset.augment`, see lth/data/augment.py); the trainer applies it.
+An image tree too large for memory is streamed from disk instead (lth/data/stream.py), with the same splits,
+statistics and batches.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import math
 import torch
 from torch import Tensor
 
+from lth.data.holdout import channel_statistics, hold_out, stratified_subset, training_examples
 from lth.data.registry import _SOURCES, Augment, RawData, Source, names, register, task_of
-from lth.data.splits import Dataset, Split
+from lth.data.splits import Dataset, Examples, Split
 from lth.errors import ConfigError
-from lth.schema import DatasetConfig, refuse
-from lth.seeds import SUBSET, derive_seed
+from lth.schema import DatasetConfig
 
 FLOAT_CACHE_BYTES = 2**31  # datasets up to 2 GiB as float32 are normalised once (MNIST: 0.2 GiB, CIFAR: 0.7 GiB)
 
@@ -90,41 +92,31 @@ def check(cfg: DatasetConfig) -> None:
 
 
 def available_examples(cfg: DatasetConfig) -> int:
-    """The size of the data's training split, read and checked (a sweep's limits are checked with it up front)."""
-    raw = _SOURCES[cfg.name].read(cfg)
+    """The size of the data's training split, read and checked (a sweep's limits are checked with it up front);
+    a source that can count its examples without reading them (an image tree) counts them."""
+    source = _SOURCES[cfg.name]
+    if source.count is not None:
+        return source.count(cfg)
+    assert source.read is not None
+    raw = source.read(cfg)
     check_raw(raw, cfg.name)
     return len(raw.train_y)
 
 
-def training_examples(cfg: DatasetConfig, available: int) -> int:
-    """How many examples a run of `cfg` trains on, of the `available` ones of the training split, once the
-    validation split is held out and `dataset.subset` drawn; sizes the data cannot give are refused."""
-    if cfg.val_size >= available:
-        refuse("dataset.val_size", cfg.val_size, f"smaller than the {available} training examples of {cfg.name}")
-    left = available - cfg.val_size
-    if cfg.subset is not None and cfg.subset > left:
-        held_out = f"dataset.val_size={cfg.val_size} held out"
-        refuse("dataset.subset", cfg.subset, f"at most the {left} training examples of {cfg.name} ({held_out})")
-    return left if cfg.subset is None else cfg.subset
-
-
 def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     source = _SOURCES[cfg.name]
-    if source.load is not None:
-        return source.load(cfg, seed, device)
+    if source.load is not None and (dataset := source.load(cfg, seed, device)) is not None:
+        return dataset  # built by the source itself (text corpora; an image tree streamed from disk)
     assert source.read is not None
     raw = source.read(cfg)
     check_raw(raw, cfg.name)
-    training_examples(cfg, len(raw.train_y))
-    order = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
-    train_idx, val_idx = order[cfg.val_size :], order[: cfg.val_size]
-    if cfg.subset is not None:
-        generator = torch.Generator().manual_seed(derive_seed(seed, SUBSET))
-        train_idx = train_idx[stratified_subset(raw.train_y[train_idx], cfg.subset, generator)]
-    train_x = raw.train_x[train_idx].float()
-    # per channel for images (N, C, H, W), as the CIFAR recipes normalise; one value for flat or 1-channel data
-    per_channel = (0, 2, 3) if train_x.dim() == 4 else tuple(range(train_x.dim()))
-    mean, std = train_x.mean(per_channel, keepdim=True)[0], train_x.std(per_channel, keepdim=True)[0]
+    train_idx, val_idx = hold_out(raw.train_y, cfg, seed)
+    if raw.pixel_sums is not None:  # exact, and the same as a streamed copy of the data computes
+        mean, std = channel_statistics(raw.pixel_sums[train_idx], raw.train_x[0, 0].numel())
+    else:  # per channel for images (N, C, H, W), as the CIFAR recipes normalise; one value for flat or 1-channel data
+        train_x = raw.train_x[train_idx].float()
+        per_channel = (0, 2, 3) if train_x.dim() == 4 else tuple(range(train_x.dim()))
+        mean, std = train_x.mean(per_channel, keepdim=True)[0], train_x.std(per_channel, keepdim=True)[0]
 
     as_float = (len(raw.train_y) + len(raw.test_y)) * raw.train_x[0].numel() * 4
     normalise_once = as_float <= FLOAT_CACHE_BYTES  # then no step pays for normalising its batch
@@ -135,7 +127,7 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
         return Split(x.to(device), y.long().to(device), mean.to(device), std.to(device))
 
     return Dataset(
-        train=split(train_x if normalise_once else raw.train_x[train_idx], raw.train_y[train_idx]),
+        train=split(raw.train_x[train_idx], raw.train_y[train_idx]),
         val=split(raw.train_x[val_idx], raw.train_y[val_idx]) if cfg.val_size else None,
         test=split(raw.test_x, raw.test_y),
         num_classes=raw.num_classes,
@@ -146,35 +138,19 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     )
 
 
-def stratified_subset(labels: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """Sorted positions of `size` of `labels`, each class's share proportional to its count, drawn with `generator`.
-
-    Shares are rounded by largest remainder (ties to the lower class), so they add up to `size` exactly and a
-    class keeps at least its rounded-down share; which examples of a class are kept is a seeded permutation.
-    """
-    classes, counts = labels.unique(return_counts=True)
-    exact = counts.double() * size / len(labels)
-    quota = exact.floor().long()
-    leftover = size - int(quota.sum())
-    quota[torch.sort(exact - quota, descending=True, stable=True).indices[:leftover]] += 1
-    kept = []
-    for label, count, share in zip(classes.tolist(), counts.tolist(), quota.tolist(), strict=True):
-        members = (labels == label).nonzero().squeeze(1)
-        kept.append(members[torch.randperm(count, generator=generator)[:share]])
-    return torch.cat(kept).sort().values
-
-
 from lth.data import cifar, idx, imagefolder, svhn, synthetic, text  # noqa: E402  (sources register themselves)
 
 __all__ = [
     "Augment",
     "Dataset",
+    "Examples",
     "RawData",
     "Source",
     "Split",
     "check",
     "check_raw",
     "cifar",
+    "hold_out",
     "idx",
     "imagefolder",
     "load",
@@ -185,4 +161,5 @@ __all__ = [
     "synthetic",
     "task_of",
     "text",
+    "training_examples",
 ]

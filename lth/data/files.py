@@ -76,6 +76,10 @@ class FileSource:
             raise ConfigError(f"dataset.root: no {self.name} {self.described} in any of: {looked}; {fixes}")
 
     def read(self, cfg: DatasetConfig) -> RawData:
+        return self.decode(self.located(cfg), cfg)
+
+    def located(self, cfg: DatasetConfig) -> dict[str, Path]:
+        """The files of a complete copy, downloaded first when `dataset.download` allows it; refused if none."""
         files = self.find(cfg)
         if files is None:
             self.check(cfg)  # raises unless a download may fetch them
@@ -86,7 +90,7 @@ class FileSource:
                     f"dataset.download: torchvision's {self.torchvision_name} left no {self.described} "
                     f"in {download_root(cfg)}"
                 )
-        return self.decode(files, cfg)
+        return files
 
     def download(self, cfg: DatasetConfig) -> None:
         """Let torchvision fetch (and check the checksums of) the files into the download folder."""

@@ -28,6 +28,9 @@ class RawData:
     augment: Augment | None = None  # what the trainer applies to training batches; None: nothing
     # What each of train_x, train_y, test_x, test_y was read from (a file, a folder), for error messages.
     origin: Mapping[str, str] = field(default_factory=dict)
+    # int64 (N, 2, C): each training image's per-channel pixel sum and sum of squares, from which `lth.data.load`
+    # computes exact statistics (lth.data.holdout.channel_statistics); None: from the images, in float32
+    pixel_sums: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,10 @@ class Source:
     check: Callable[[DatasetConfig], None]  # raise ConfigError if the data cannot be found; cheap
     read: Callable[[DatasetConfig], RawData] | None  # labelled examples, split and normalised by lth.data.load
     task: str = CLASSIFICATION  # what a model learns from it (lth.tasks)
-    # builds the Dataset itself instead of `read` (text corpora: contiguous splits, not held-out examples);
-    # (config, seed, device) -> Dataset
+    # builds the Dataset itself instead of `read` (text corpora: contiguous splits, not held-out examples; an image
+    # tree streamed from disk); (config, seed, device) -> Dataset, or None: `read` it into memory after all
     load: Callable[[DatasetConfig, int, torch.device], Any] | None = None  # a lth.data.splits.Dataset
+    count: Callable[[DatasetConfig], int] | None = None  # the training split's size without reading it; None: read
 
 
 _SOURCES: dict[str, Source] = {}

@@ -1,15 +1,43 @@
-"""What `lth.data.load` returns: a Dataset of train, validation and test Splits on the training device."""
+"""What `lth.data.load` returns: a Dataset of train, validation and test splits, each a source of batches
+(`Examples`): held on the training device (`Split`) or streamed from disk (lth.data.stream.StreamedSplit)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from lth.data.registry import Augment
 from lth.tasks import CLASSIFICATION
+
+Index = Tensor | slice  # positions of examples in a split
+
+
+class Examples(Protocol):
+    """The examples of one split as the trainer reads them: labels on the device, inputs normalised."""
+
+    y: Tensor  # int64 labels on the training device, shape (N,) (or (N, T) for windows of tokens)
+
+    def __len__(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def inputs(self, index: Index) -> Tensor:
+        """The normalised float inputs of the examples at `index` (a few at a time when streamed)."""
+        ...
+
+    def batches(self, indices: Iterable[Index]) -> Iterator[tuple[Tensor, Tensor]]:
+        """The normalised inputs and the labels of each batch of positions in `indices`, in order: how training
+        and evaluation read a split."""
+        ...
+
+    def select(self, index: Tensor) -> Examples:
+        """The examples at `index`, as a split of their own (read as evaluations read)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -26,11 +54,22 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def inputs(self, index: Tensor | slice) -> Tensor:
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def inputs(self, index: Index) -> Tensor:
         """The normalised float inputs of the examples at `index`."""
         if self.mean is None or self.std is None:
             return self.images[index]
         return (self.images[index].float() - self.mean) / self.std
+
+    def batches(self, indices: Iterable[Index]) -> Iterator[tuple[Tensor, Tensor]]:
+        for index in indices:
+            yield self.inputs(index), self.y[index]
+
+    def select(self, index: Tensor) -> Split:
+        return replace(self, images=self.images[index], y=self.y[index])
 
     @property
     def x(self) -> Tensor:
@@ -40,9 +79,9 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    train: Split
-    val: Split | None  # None when dataset.val_size=0
-    test: Split
+    train: Examples
+    val: Examples | None  # None when dataset.val_size=0
+    test: Examples
     num_classes: int
     augment: Augment | None = None  # applied by the trainer to each training batch (on its device); None: nothing
     # the training-set statistics every split was normalised with (per channel for images), in the units the
@@ -55,4 +94,4 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.images.shape[1:])
+        return self.train.input_shape
