@@ -56,6 +56,16 @@ LATER_KEYS: dict[str, Any] = {
     "prune.round0_from": None,
     "prune.structure": "weight",
     "prune.nm": [2, 4],
+    "logger_uri": None,
+    "logger_online": False,
+    "logger_project": "lth",
+}
+# What a logger imports, the package that provides it and how to install it: checked before a run starts, so a
+# missing package is one line, not a traceback in round 0 (the read side never imports them).
+LOGGER_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard", "pip install 'lth[tensorboard]'"),
+    "mlflow": ("mlflow", "mlflow-skinny", "pip install 'lth[mlflow]'"),
+    "wandb": ("wandb", "wandb", "pip install 'lth[wandb]'"),
 }
 
 
@@ -112,8 +122,9 @@ def validate(cfg: Config) -> None:
     _check_task(cfg, models.task_of(cfg.model), data.task_of(cfg.dataset.name), models.names_for)
     if isinstance(cfg.dataset, SyntheticDatasetConfig) and cfg.dataset.like is not None:
         require_choice("dataset.like", cfg.dataset.like, sorted(data.synthetic.LIKE))
-    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        refuse("logger", cfg.logger, "none unless the tensorboard package is installed (pip install tensorboard)")
+    module, package, install = LOGGER_PACKAGES.get(cfg.logger, ("", "", ""))
+    if module and importlib.util.find_spec(module) is None:
+        raise ConfigError(f"logger={cfg.logger} needs the {package} package: {install}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     replicates = cfg.train.replicates
     require(replicates == 1 or world == 1, "train.replicates", replicates, f"1 under torchrun (WORLD_SIZE={world})")
