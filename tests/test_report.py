@@ -104,7 +104,7 @@ def test_every_figure_is_a_readable_non_blank_png(sweep_template, tmp_path, caps
     names = ["accuracy_vs_density", "early_stop_vs_density", "layer_density", "training_curves", "lmc"]
     names.append("instability_vs_density")  # the lmc result's barrier against its density
     names += ["first_layer_connectivity", "mask_overlap_rounds", "mask_overlap_seeds", "dead_units_vs_density"]
-    names += ["generalisation_gap_vs_density"]  # a ticket's structure (lth.ticket_plots)
+    names += ["generalisation_gap_vs_density", "layer_survivors_at_init"]  # a ticket's structure (lth.ticket_plots)
     assert sorted(p.stem for p in folder.iterdir()) == sorted(names)
     assert f"wrote {one}" in printed
     for path in [one, *(folder / f"{name}.png" for name in names)]:
