@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from lth.train import Evaluation
 
 JSONL_FILE = "metrics.jsonl"
-_SUMMARY = ("density", "test_accuracy", "best_test_accuracy", "early_stop_step", "early_stop_test_accuracy")
+# A round's summary in the trackers: these of its metrics (bits per character: language models only); not the best
+# test accuracy over the round, chosen on the test set (metrics.jsonl keeps it)
+_SUMMARY = (
+    "density",
+    "early_stop_test_accuracy",
+    "test_accuracy",
+    "early_stop_step",
+    "early_stop_test_bpc",
+    "test_bpc",
+)
 
 
 @main_only  # under torchrun only rank 0 writes
