@@ -6,7 +6,8 @@
   independent random masks of the same densities would have on average (d_a d_b / (d_a + d_b − d_a d_b)).
 - layers: per round and layer, the weights remaining and the mean |w| of the survivors at initialisation
   (θ0, init.safetensors), at the round's start (the rewind point) and at its end; Zhou et al. (2019) find
-  that IMP keeps weights that were large at initialisation and moved away from zero.
+  that IMP keeps weights that were large at initialisation and moved away from zero (`lth report --plot-dir`
+  draws it: lth.ticket_plots.survivors_at_init).
 - lmc: linear mode connectivity (Frankle, Dziugaite, Roy & Carbin, "Linear Mode Connectivity and the Lottery
   Ticket Hypothesis", ICML 2020). From round N's start weights and mask, two copies trained with different SGD
   noise (data order, augmentation) are compared along the straight line between them; the error barrier is the
@@ -146,6 +147,7 @@ def layers(runs: Sequence[Run]) -> list[dict[str, Any]]:
                         "total": mask.numel(),
                         "density": int(mask.sum()) / mask.numel(),
                         "init_mean_abs": _mean_abs(init[name], mask),
+                        "init_layer_mean_abs": init[name].abs().mean().item(),  # of all its weights at θ0
                         "start_mean_abs": _mean_abs(start[name], mask),
                         "final_mean_abs": _mean_abs(final[name], mask),
                         "dead_units": dead.get(name, {}).get("dead"),
@@ -274,6 +276,10 @@ def main_layers(path: Path, as_json: bool = False) -> None:
                 _dead(row),
             )
         console.print(table)
+    console.print(
+        "lth report --plot-dir draws each layer's survivors' mean |w| at init against its density "
+        "(layer_survivors_at_init.png)"
+    )
 
 
 def main_lmc(path: Path, rounds: Sequence[int], points: int = 11, as_json: bool = False) -> None:

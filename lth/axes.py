@@ -19,13 +19,15 @@ def legend(ax: Axes, **kwargs: Any) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
 
-def density_axis(ax: Axes, groups: Sequence[Group]) -> None:
-    """Log-scaled density running from 100% down to the sparsest round (Frankle & Carbin's x axis)."""
-    lowest = min(row["density"] for g in groups for run in g.runs for row in run.rows)
+def density_axis(ax: Axes, groups: Sequence[Group], lowest: float | None = None, what: str = "") -> None:
+    """Log-scaled density running from 100% down to the sparsest round (Frankle & Carbin's x axis), or down to
+    `lowest` (a layer's density: `what` names it in the label)."""
+    if lowest is None:
+        lowest = min(row["density"] for g in groups for run in g.runs for row in run.rows)
     ax.set_xscale("log")
     ax.set_xlim(1.05, lowest / 1.15)  # reversed: pruning proceeds to the right
     log_percent_axis(ax.xaxis, lowest)
-    ax.set_xlabel("weights remaining (density, log scale)")
+    ax.set_xlabel(f"weights remaining{what} (density, log scale)")
     ax.grid(True, which="major", alpha=0.3)
 
 

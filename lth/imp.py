@@ -71,7 +71,7 @@ class StepHooks:
     every: int  # steps between saved training states (0: none)
     masks_update: dst.MaskUpdater | None = None  # SET and RigL: the round's mask updates
     ticket: early_ticket.EarlyTicket | None = None  # prune.early_ticket: how the next round's mask settles
-    stream: loggers.TensorBoardRound | None = None  # logger=tensorboard: the round's live scalars
+    stream: loggers.RoundStream | None = None  # logger=tensorboard|mlflow|wandb: the round's live scalars
 
     def __call__(self, trainer: Trainer) -> None:
         self.rewind_point(trainer)
@@ -172,9 +172,7 @@ class Rounds:
             return self.take_round0(source)
         begun = self.begin_round(round_index)
         self.display_round(begun)
-        stream = begun.after_step.stream = loggers.live_stream(
-            self.cfg.logger, self.run_dir, round_index, begun.trainer.step
-        )
+        stream = begun.after_step.stream = loggers.live_stream(self.cfg.logger, self.run_dir, round_index)
         if stream is None:
             return self.finish_round(
                 begun, begun.trainer.run(on_progress=self.display.step, after_step=begun.after_step)

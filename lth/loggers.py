@@ -1,11 +1,12 @@
-"""Metrics streams beside each round's metrics.json: `metrics.jsonl` always, TensorBoard with `logger=tensorboard`.
+"""Metrics streams beside each round's metrics.json: `metrics.jsonl` always, a tracker with `logger=tensorboard`,
+`mlflow` or `wandb` (lth.trackers).
 
 `metrics.jsonl` is written when a round is published and only from what was published, so it never shows a
 number that a finished round does not hold: it is rewritten whole (atomically) from every round's metrics.json,
-so a crash or a resume can neither duplicate nor drop lines. TensorBoard is live: while a round trains it gets
-the training loss and accuracy every few steps and each evaluation as it is made, one folder per round
-(`tensorboard/round_NN/`: the rounds side by side as TensorBoard runs), and a resumed round first drops what the
-stopped process wrote after its saved state; the rounds' summaries go to `tensorboard/rounds/` at publish.
+so a crash or a resume can neither duplicate nor drop lines. Each evaluation line holds the validation and test
+loss and accuracy and those on a fixed sample of the training split (`train_loss`, `train_accuracy`). A tracker is
+live: while a round trains it gets the running training loss and accuracy every few steps and each evaluation as
+it is made (`RoundStream`), and each round's summary when the round is published.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lth import trackers
 from lth.checkpoint import atomic_write, read_json, round_dir
 from lth.distributed import is_main, main_only
 
@@ -21,8 +23,16 @@ if TYPE_CHECKING:
     from lth.train import Evaluation
 
 JSONL_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
-_SUMMARY = ("density", "test_accuracy", "best_test_accuracy", "early_stop_step", "early_stop_test_accuracy")
+# A round's summary in the trackers: these of its metrics (bits per character: language models only); not the best
+# test accuracy over the round, chosen on the test set (metrics.jsonl keeps it)
+_SUMMARY = (
+    "density",
+    "early_stop_test_accuracy",
+    "test_accuracy",
+    "early_stop_step",
+    "early_stop_test_bpc",
+    "test_bpc",
+)
 
 
 @main_only  # under torchrun only rank 0 writes
@@ -30,8 +40,12 @@ def round_published(run_dir: Path, round_index: int, logger: str) -> None:
     rounds = _published(run_dir)
     lines = [json.dumps(line) for metrics in rounds for line in _lines(metrics)]
     atomic_write(run_dir / JSONL_FILE, ("\n".join(lines) + "\n").encode())
-    if logger == "tensorboard":
-        _tensorboard(run_dir, rounds[round_index])
+    if logger in trackers.TRACKERS:
+        metrics = rounds[round_index]
+        summary = {key: metrics[key] for key in _SUMMARY if metrics.get(key) is not None}
+        tracker = trackers.opened(run_dir)
+        tracker.send("rounds", None, summary, round_index)
+        tracker.flush()
 
 
 def _published(run_dir: Path) -> list[dict[str, Any]]:
@@ -50,42 +64,31 @@ def _lines(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return [*evaluations, summary]
 
 
-def _tensorboard(run_dir: Path, metrics: dict[str, Any]) -> None:
-    from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package; imported only when asked
-
-    with SummaryWriter(str(run_dir / TENSORBOARD_DIR / "rounds")) as writer:
-        for key in _SUMMARY:
-            if metrics.get(key) is not None:
-                writer.add_scalar(f"rounds/{key}", metrics[key], metrics["round"])
-
-
-class TensorBoardRound:
-    """A round's live TensorBoard stream (`logger=tensorboard`): `train` is a progress callback of the train loop,
+class RoundStream:
+    """A round's live stream into the run's tracker: `train` is a progress callback of the train loop,
     `evaluation` takes each evaluation as it is recorded."""
 
-    def __init__(self, run_dir: Path, round_index: int, step: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        folder = run_dir / TENSORBOARD_DIR / f"round_{round_index:02d}"
-        self.writer = SummaryWriter(str(folder), purge_step=step or None)  # resumed at `step`: later events go
+    def __init__(self, tracker: trackers.Tracker, round_index: int) -> None:
+        self.tracker, self.round_index = tracker, round_index
 
     def train(self, step: int, loss: float, accuracy: float) -> None:
-        self.writer.add_scalar("train/loss", loss, step)
-        self.writer.add_scalar("train/accuracy", accuracy, step)
+        values = {"train/loss": loss, "train/accuracy": accuracy}  # the running means of the epoch so far
+        self.tracker.send(f"round_{self.round_index:02d}/train", self.round_index, values, step)
 
     def evaluation(self, evaluation: Evaluation) -> None:
-        for split in ("val", "test"):
+        values = {"train/lr": evaluation.lr}
+        for split, prefix in (("val", "val"), ("test", "test"), ("train", "train_sample")):
             for metric in ("loss", "accuracy"):
                 value = getattr(evaluation, f"{split}_{metric}")
                 if value is not None:
-                    self.writer.add_scalar(f"{split}/{metric}", value, evaluation.step)
-        self.writer.add_scalar("train/lr", evaluation.lr, evaluation.step)
-        self.writer.flush()  # an evaluation is worth seeing now, not when the writer's buffer fills
+                    values[f"{prefix}/{metric}"] = value
+        self.tracker.send(f"round_{self.round_index:02d}/evaluation", self.round_index, values, evaluation.step)
+        self.tracker.flush()  # an evaluation is worth seeing now, not when the writer's buffer fills
 
     def close(self) -> None:
-        self.writer.close()
+        self.tracker.end_round(self.round_index)
 
 
-def live_stream(logger: str, run_dir: Path, round_index: int, step: int) -> TensorBoardRound | None:
-    """The stream a round writes while it trains from `step`, or None (no live logger; not rank 0)."""
-    return TensorBoardRound(run_dir, round_index, step) if logger == "tensorboard" and is_main() else None
+def live_stream(logger: str, run_dir: Path, round_index: int) -> RoundStream | None:
+    """The stream a round writes while it trains, or None (no tracker; not rank 0)."""
+    return RoundStream(trackers.opened(run_dir), round_index) if logger in trackers.TRACKERS and is_main() else None

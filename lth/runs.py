@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from lth import data, distributed, models, preflight
+from lth import data, distributed, models, preflight, trackers
 from lth import structured as config
 from lth.checkpoint import (
     FORMAT_VERSION,
@@ -141,6 +141,7 @@ def _run_rounds(
             StopSignals() as stop,
             RunDisplay(live=lead.ui.progress, console=console, width=lead.ui.width) as display,
             _outcome(opened, console, resume_path),
+            trackers.session((member.cfg, member.run_dir) for member in opened),  # logger=: closed with the rounds
         ):
             group = [member.rounds(display, stop) for member in opened]
             for round_index in range(opened[0].first, lead.prune.rounds + 1):

@@ -35,19 +35,12 @@ DISTRIBUTIONS = ("uniform", "global", "erk")
 STRUCTURES = ("weight", "neuron", "channel", "head", "nm")  # lth.structures.STRUCTURES
 LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("32", "bf16", "fp16")
-LOGGERS = ("none", "tensorboard")
+LOGGERS = ("none", "tensorboard", "mlflow", "wandb")  # lth.trackers.TRACKERS (but none)
 DURATION = re.compile(r"(?P<count>\d+)(?P<unit>it|ep)?")  # training time: `500it` steps, `2ep` epochs, `0`
 # Keys that may change when a run is resumed: they do not change any result (batched replicates equal runs
 # alone, to float rounding; a streamed image tree gives the batches it gives in memory).
-RESUMABLE_KEYS = (
-    "prune.rounds",
-    "ui.",
-    "checkpoint.",
-    "logger",
-    "train.replicates",
-    "dataset.stream",
-    "dataset.workers",
-)
+RESUMABLE_KEYS = ("prune.rounds", "ui.", "checkpoint.", "logger", "train.replicates", "dataset.stream",
+                  "dataset.workers")  # fmt: skip
 # Keys that decide the shapes of a run's saved tensors (the model, the data's input and classes): a resume cannot
 # change them even with --force, since no saved weight, mask or state would fit.
 SHAPE_KEYS = ("model.", "dataset.name", "dataset.like", "dataset.input_shape", "dataset.num_classes", "dataset.vocab")
@@ -361,12 +354,15 @@ class Config:
     ui: UIConfig = field(default_factory=UIConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # none | tensorboard (event files in <run>/tensorboard/); metrics.jsonl is always written
+    # none | tensorboard | mlflow | wandb (lth.trackers: live curves, round summaries); metrics.jsonl always
     logger: Logger = Logger["none"]
+    logger_uri: str | None = None  # logger=mlflow: the tracking URI; unset: a file store in <run>/mlruns
+    logger_online: bool = False  # logger=wandb: stream to the W&B server; false: offline, in <run>/wandb
+    logger_project: str = "lth"  # the MLflow experiment or W&B project runs are logged to
 
     def __post_init__(self) -> None:
         require(0 <= self.seed < 2**63, "seed", self.seed, "an integer with 0 <= seed < 2**63")
-        self.logger = choice("logger", self.logger, Logger)
+        self._check_logger()
         device_ok = self.device in DEVICES or (self.device.startswith("cuda:") and self.device[5:].isdigit())
         require(device_ok, "device", self.device, "auto, cpu, cuda or cuda:N")
         if not isinstance(self.train, TrainConfig) or not isinstance(self.dataset, DatasetConfig):
@@ -378,9 +374,19 @@ class Config:
             require(before_end, "prune.rewind_to", self.prune.rewind_to, allowed)
         self._check_lockstep()
         watched = self.train.patience == 0 or self.dataset.val_size > 0
-        require(
-            watched, "train.patience", self.train.patience, "0 with dataset.val_size=0 (it watches the validation loss)"
-        )
+        patience = "0 with dataset.val_size=0 (it watches the validation loss)"
+        require(watched, "train.patience", self.train.patience, patience)
+
+    def _check_logger(self) -> None:
+        self.logger = choice("logger", self.logger, Logger)
+        uri, online, project = self.logger_uri, self.logger_online, self.logger_project
+        require(uri is None or self.logger == "mlflow", "logger_uri", uri, "null unless logger=mlflow")
+        allowed = "a tracking URI such as http://HOST:5000, file:///PATH or sqlite:///PATH, or null (<run>/mlruns)"
+        uri_ok = uri is None or re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:.+|databricks", uri) is not None
+        require(uri_ok, "logger_uri", uri, allowed)
+        require(not online or self.logger == "wandb", "logger_online", online, "false unless logger=wandb")
+        allowed = "a name of 1 to 128 characters without / \\ # ? % :"  # W&B's rule (MLflow takes any)
+        require(re.fullmatch(r"[^/\\#?%:]{1,128}", project) is not None, "logger_project", project, allowed)
 
     def _check_lockstep(self) -> None:
         """Batched replicates (lth.replicates) share one mask stack and train every step to the end together."""

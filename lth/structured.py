@@ -58,6 +58,16 @@ LATER_KEYS: dict[str, Any] = {
     "prune.nm": [2, 4],
     "dataset.stream": "auto",
     "dataset.workers": None,
+    "logger_uri": None,
+    "logger_online": False,
+    "logger_project": "lth",
+}
+# What a logger imports, the package that provides it and how to install it: checked before a run starts, so a
+# missing package is one line, not a traceback in round 0 (the read side never imports them).
+LOGGER_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard", "pip install 'lth[tensorboard]'"),
+    "mlflow": ("mlflow", "mlflow-skinny", "pip install 'lth[mlflow]'"),
+    "wandb": ("wandb", "wandb", "pip install 'lth[wandb]'"),
 }
 
 
@@ -118,8 +128,9 @@ def validate(cfg: Config) -> None:
         streamed = data.imagefolder.IMAGE_FOLDER.streams(cfg.dataset)  # lists the tree (no decoding) for auto
         allowed = f"1 when the image tree streams from disk (dataset.stream={cfg.dataset.stream}); with dataset.stream"
         require(not streamed, "train.replicates", cfg.train.replicates, allowed + "=false it is decoded into memory")
-    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        refuse("logger", cfg.logger, "none unless the tensorboard package is installed (pip install tensorboard)")
+    module, package, install = LOGGER_PACKAGES.get(cfg.logger, ("", "", ""))
+    if module and importlib.util.find_spec(module) is None:
+        raise ConfigError(f"logger={cfg.logger} needs the {package} package: {install}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     replicates = cfg.train.replicates
     require(replicates == 1 or world == 1, "train.replicates", replicates, f"1 under torchrun (WORLD_SIZE={world})")

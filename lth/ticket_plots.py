@@ -5,6 +5,8 @@ legends in researcher words, the number of seeds stated):
   (models whose first layer is linear on image inputs: LeNet-300-100's receptive field);
 - mask overlap: Jaccard overlap of the masks across rounds (round r against r - 1) and across seeds (two seeds at
   one round), per layer, as heatmaps (what `lth analyze overlap` computes);
+- the survivors' initial magnitude: per layer, the mean |w| at θ0 of the weights a round kept, relative to the
+  whole layer's, against the layer's density (what `lth analyze layers` computes);
 - dead units per layer against density (units with no incoming or no outgoing surviving weight, from each round's
   `dead_units`);
 - the generalisation gap against density: training accuracy (on a fixed sample of the training split) minus test
@@ -42,6 +44,7 @@ def figures(arms: Arms, rounds: Sequence[int]) -> list[Figure]:
     out.append(("mask_overlap_rounds", lambda ax: overlap_heatmap(ax, arms, "rounds", overlaps)))
     if any(len(group.seeds) > 1 for group, _ in arms):
         out.append(("mask_overlap_seeds", lambda ax: overlap_heatmap(ax, arms, "seeds", overlaps)))
+    out.append(("layer_survivors_at_init", lambda ax: survivors_at_init(ax, arms)))
     if any(row.get("dead_units") for run in runs for row in run.rows):
         out.append(("dead_units_vs_density", lambda ax: dead_units(ax, arms)))
     if any(row.get("train_accuracy") is not None for run in runs for row in run.rows):
@@ -156,6 +159,35 @@ def overlap_heatmap(ax: Axes, arms: Arms, comparison: str, overlaps: dict[int, l
     else:
         pairs = max(len(group.seeds) * (len(group.seeds) - 1) // 2 for group in groups)
         ax.set_title(f"Mask overlap between seeds at each round, mean over up to {pairs} seed pairs", fontsize=10)
+
+
+def survivors_at_init(ax: Axes, arms: Arms) -> None:
+    """Per layer and round, the mean |w| at θ0 of the layer's surviving weights over that of all its weights,
+    against the layer's density, mean over seeds: above 1 when pruning kept the weights that were large at
+    initialisation (Zhou et al. 2019 find IMP does), about 1 for random pruning."""
+    from lth.analyze import layers
+
+    lowest = 1.0
+    for index, (group, arm) in enumerate(arms):
+        rows = [row for row in layers(group.runs) if row["init_mean_abs"] is not None and row["init_layer_mean_abs"]]
+        for colour, layer in enumerate(dict.fromkeys(row["layer"] for row in rows)):
+            mine = [row for row in rows if row["layer"] == layer]
+            points = []
+            for round_index in sorted({row["round"] for row in mine}):
+                at = [row for row in mine if row["round"] == round_index]
+                ratio = statistics.fmean(row["init_mean_abs"] / row["init_layer_mean_abs"] for row in at)
+                points.append((statistics.fmean(row["density"] for row in at), ratio))
+            xs, ys = zip(*points, strict=True)
+            lowest = min(lowest, *xs)
+            name = layer.removesuffix(".weight")
+            ax.plot(xs, ys, ("-", "--", ":", "-.")[index % 4], marker=".", color=f"C{colour % 10}",
+                    label=name if len(arms) == 1 else f"{name} ({arm})")  # fmt: skip
+    ax.axhline(1, color="grey", linewidth=1, alpha=0.6)
+    groups = [group for group, _ in arms]
+    density_axis(ax, groups, lowest=lowest, what=" in the layer")
+    ax.set_ylabel("mean |w| at θ0: survivors / whole layer")
+    ax.set_title(f"Survivors' initial magnitude per layer vs its density, {_seeds(groups)}", fontsize=10)
+    legend(ax)
 
 
 def dead_units(ax: Axes, arms: Arms) -> None:

@@ -71,7 +71,36 @@ def test_layers_reports_survivors_and_their_magnitudes(sweep_template, capsys):
     assert row["init_mean_abs"] == pytest.approx(init["fc2.weight"][mask].abs().mean().item())
     assert row["final_mean_abs"] == pytest.approx(final[mask].abs().mean().item())
     assert row["start_mean_abs"] == pytest.approx(row["init_mean_abs"])  # rewound to θ0
+    assert row["init_layer_mean_abs"] == pytest.approx(init["fc2.weight"].abs().mean().item())
     assert len(rows) == 3 * 3 and "mean |w| final" in lth_ok("analyze", "layers", str(run_dir), capsys=capsys)
+
+
+def test_the_layers_figure_draws_each_layers_survivors_at_init_against_its_density(sweep_template, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lth.report import group_runs
+    from lth.ticket_plots import survivors_at_init
+
+    groups = group_runs(load_runs([sweep_template]))  # prune.rate 0.2 and 0.5, two seeds each
+    fig, ax = plt.subplots()
+    survivors_at_init(ax, [(group, group.name()) for group in groups])
+    fig.savefig(tmp_path / "layers.png")
+    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ax.get_xlabel() == "weights remaining in the layer (density, log scale)"
+    assert ax.get_ylabel() == "mean |w| at θ0: survivors / whole layer"
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert sorted(lines) == sorted(f"{layer} ({group.name()})" for group in groups for layer in ("fc1", "fc2", "fc3"))
+    rows = analyze.layers(groups[0].runs)
+    fc1 = lines[f"fc1 ({groups[0].name()})"]
+    for round_index, (density, ratio) in enumerate(zip(fc1.get_xdata(), fc1.get_ydata(), strict=True)):
+        mine = [row for row in rows if row["layer"] == "fc1.weight" and row["round"] == round_index]
+        assert density == pytest.approx(sum(row["density"] for row in mine) / len(mine))
+        assert ratio == pytest.approx(sum(row["init_mean_abs"] / row["init_layer_mean_abs"] for row in mine) / 2)
+    assert fc1.get_ydata()[0] == pytest.approx(1.0) and fc1.get_ydata()[-1] > 1  # magnitude pruning kept large θ0
+    plt.close(fig)
 
 
 def test_lmc_of_two_identical_trainings_has_no_barrier(sweep_template, tmp_path, capsys):

@@ -92,3 +92,7 @@ def test_each_choice_in_the_schema_has_its_registry_and_the_registries_no_others
     assert set(schema.CONTROLS) == set(controls.CONTROLS)
     assert set(schema.RETRAIN) == set(retrain.RULES)
     assert set(schema.STRUCTURES) == set(structures.STRUCTURES)
+    from lth import trackers
+    from lth.structured import LOGGER_PACKAGES
+
+    assert set(schema.LOGGERS) == {"none", *trackers.TRACKERS} == {"none", *LOGGER_PACKAGES}

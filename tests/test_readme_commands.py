@@ -10,6 +10,7 @@ import pytest
 from helpers import FAST, lth
 
 from lth import arguments, config
+from lth.structured import LOGGER_PACKAGES
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -35,6 +36,9 @@ def test_the_readme_shows_run_commands():
 
 @pytest.mark.parametrize("line", readme_run_lines())
 def test_every_readme_run_command_composes(line, tmp_path):
+    for logger, (module, _, _) in LOGGER_PACKAGES.items():  # an optional extra: composing checks it is installed
+        if f"logger={logger}" in line.split():
+            pytest.importorskip(module)
     overrides, multirun = overrides_of(line, str(tmp_path))
     jobs = config.expand_sweep(overrides) if multirun else [overrides]
     for job in jobs:
