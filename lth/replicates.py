@@ -3,7 +3,8 @@
 Each replicate keeps everything a run of its seed alone has: its run directory, model, masks, train/validation
 split, data order, augmentation and Trainer (step, evaluation history, checkpoints). Only the arithmetic is
 shared: the replicates' parameters and buffers are stacked along a new leading dimension, the model is applied
-to each replicate's own batch under `torch.func.vmap(functional_call)`, and one optimiser steps the stacks. That
+to each replicate's own batch under `torch.func.vmap(functional_call)`, and one optimiser steps the stacks (each
+replicate evaluates its own model, as alone: one batched pass was slower on the CPU). That
 is N separate runs, to float rounding, because the summed loss gives each replicate exactly its own gradient and
 Adam and SGD (momentum, weight decay) act elementwise. Each replicate's parameters are views into the stacks, so
 its model is current at every step (rewind point, checks, checkpoints, publishing) without copying.
@@ -22,11 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lth.data import Split
 from lth.errors import ConfigError, Interrupted
 from lth.models import prunable_weights
 from lth.optim import make_optimizer, set_lr
@@ -151,43 +150,11 @@ class ReplicateBatch:
             raise stopped
 
     def _evaluate(self) -> None:
-        vals = [t.data.val for t in self.trainers if t.data.val is not None]  # all or none: one config
-        val = self.evaluate(vals) if vals else None
-        test = self.evaluate([t.data.test for t in self.trainers])
-        train = self.evaluate([t.train_sample for t in self.trainers])
-        for index, trainer in enumerate(self.trainers):
-            trainer.record(val[index] if val is not None else None, test[index], train[index])
-
-    @torch.inference_mode()
-    def evaluate(self, splits: Sequence[Split]) -> list[tuple[float, float]]:
-        """Replicate i's mean cross-entropy and accuracy on splits[i]; one shared split is read once for all.
-        Chunks hold a solo run's evaluation batch over all replicates together, so memory stays that of a solo run."""
-        count = len(splits)
-        shared = all(split is splits[0] for split in splits)
-        size, predictions = len(splits[0]), splits[0].y.numel()
-        chunk = max(1, self.trainers[0].eval_batch // count)
-        self.template.eval()
-        forward = vmap(
-            lambda params, buffers, x: functional_call(self.template, (params, buffers), (x,)),
-            in_dims=(0, 0, None if shared else 0),
-        )
-        loss_sum = torch.zeros(count, device=splits[0].y.device)
-        correct = torch.zeros(count, device=splits[0].y.device, dtype=torch.long)
-        for start in range(0, size, chunk):
-            rows = slice(start, start + chunk)
-            if shared:
-                x, labels = splits[0].inputs(rows), splits[0].y[rows].expand(count, *splits[0].y[rows].shape)
-            else:
-                x, labels = torch.stack([s.inputs(rows) for s in splits]), torch.stack([s.y[rows] for s in splits])
-            logits = forward(self.model_params(), self.buffers, x).float().flatten(1, -2)  # (count, predictions, C)
-            labels = labels.flatten(1)
-            loss_sum += F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").sum(1)
-            correct += (logits.argmax(-1) == labels).sum(1)
-        self.template.train()
-        return [
-            (total / predictions, hits / predictions)
-            for total, hits in zip(loss_sum.tolist(), correct.tolist(), strict=True)
-        ]
+        """Each replicate evaluates its own model (views into the stacks, so current) as its run alone does: on the
+        CPU that is faster than one batched pass (the per-replicate validation and training samples would be
+        stacked, and the batches split N ways), and it gives exactly a solo run's numbers."""
+        for trainer in self.trainers:
+            trainer.evaluate_now()
 
     def replicate_optimizer_state(self, index: int) -> dict[str, Any]:
         """Replicate `index`'s slice of the batched optimiser's state, in the form its own optimiser would save:

@@ -79,9 +79,10 @@ def check_fits(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int)
     (2, num_classes) for a classifier, (2, T, vocabulary) for a language model.
 
     The model is built on the meta device without initialisation (RegNets, which cannot be built there, are
-    built for real and then moved). Up to `REAL_CHECK_PARAMETERS` it then gets uninitialised CPU memory and runs
-    for real: a batch of 2 costs milliseconds, where meta's Python kernels would import torch._dynamo (seconds of
-    start-up); a larger model runs on the meta device, where no memory is allocated and no arithmetic done."""
+    built for real and then moved) to count its parameters. Up to `REAL_CHECK_PARAMETERS` it is then built and
+    run for real on the CPU: milliseconds for LeNet, a fraction of a second for a ResNet-50, where meta's Python
+    kernels would import torch._dynamo and sympy (seconds of start-up); a larger model runs on the meta device,
+    where no memory is allocated and no arithmetic done."""
     shape = tuple(input_shape)
     task = TASKS[task_of(cfg)]
     expected = task.output_shape(2, shape, num_classes)
@@ -89,7 +90,8 @@ def check_fits(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int)
     try:
         model = _build_on_meta(cfg, shape, num_classes)
         device = "cpu" if sum(p.numel() for p in model.parameters()) <= REAL_CHECK_PARAMETERS else "meta"
-        model = model.to_empty(device=device)  # values are garbage: only the output's shape is looked at
+        if device == "cpu":  # built again, for real (module.to_empty would run meta's Python kernels too)
+            model = build(cfg, shape, num_classes)
         model.train()  # training mode, as the run uses it (networks with auxiliary heads differ only there)
         with torch.no_grad():
             output = model(task.example_input(2, shape, device))
