@@ -357,5 +357,17 @@ def round_together(group: list[Rounds], round_index: int) -> list[dict[str, Any]
     begun = [rounds.begin_round(round_index) for rounds in group]
     group[0].display_round(begun[0])
     batch = replicates.ReplicateBatch([b.trainer for b in begun])
-    results = batch.run(on_progress=group[0].display.step, after_step=[b.after_step for b in begun])
+    streams = [loggers.live_stream(r.cfg.logger, r.run_dir, round_index) for r in group]  # each its own tracker
+    for b, stream in zip(begun, streams, strict=True):
+        b.after_step.stream = stream
+    try:
+        results = batch.run(
+            on_progress=group[0].display.step,
+            after_step=[b.after_step for b in begun],
+            each_progress=[stream.train if stream is not None else None for stream in streams],
+        )
+    finally:
+        for stream in streams:
+            if stream is not None:
+                stream.close()
     return [rounds.finish_round(b, result) for rounds, b, result in zip(group, begun, results, strict=True)]

@@ -90,10 +90,12 @@ class ReplicateBatch:
         self,
         on_progress: ProgressCallback | None = None,
         after_step: Sequence[Callable[[Trainer], None]] | None = None,
+        each_progress: Sequence[ProgressCallback | None] | None = None,
     ) -> list[TrainResult]:
         """Train every replicate to the end of the round; `after_step[i]` is replicate i's `Trainer.run` hook
         (called for every replicate before an `Interrupted` from any of them ends the round, so each saves its
-        state). `on_progress` gets the replicates' mean loss and accuracy."""
+        state). `on_progress` gets the replicates' mean loss and accuracy, `each_progress[i]` replicate i's own
+        (its tracker's live stream)."""
         trainers, lead = self.trainers, self.trainers[0]
         started = time.perf_counter() - lead.seconds
         device = lead.data.train.y.device
@@ -121,19 +123,33 @@ class ReplicateBatch:
                 seen += predictions
                 if lead.evaluation_due():
                     self._evaluate()
-                if on_progress is not None and lead.step % PROGRESS_EVERY == 0:
-                    on_progress(lead.step, *self._progress(loss_sum, correct_sum, seen))
+                if lead.step % PROGRESS_EVERY == 0:
+                    self._progress(loss_sum, correct_sum, seen, on_progress, each_progress)
                 self._after_step(after_step, time.perf_counter() - started)
-            if on_progress is not None:
-                on_progress(lead.step, *self._progress(loss_sum, correct_sum, seen))
+            self._progress(loss_sum, correct_sum, seen, on_progress, each_progress)
         for trainer in trainers:
             trainer.seconds = time.perf_counter() - started
         return [trainer.result() for trainer in trainers]
 
-    def _progress(self, loss_sum: Tensor, correct_sum: Tensor, seen: int) -> tuple[float, float]:
-        """The replicates' mean running loss and accuracy; a NaN or infinite loss in any stops the round."""
+    def _progress(
+        self,
+        loss_sum: Tensor,
+        correct_sum: Tensor,
+        seen: int,
+        on_progress: ProgressCallback | None,
+        each_progress: Sequence[ProgressCallback | None] | None,
+    ) -> None:
+        """Report the running losses and accuracies: their mean to `on_progress`, each replicate's to its own
+        callback; a NaN or infinite loss in any replicate stops the round."""
+        if on_progress is None and not any(each_progress or ()):
+            return
         losses = [t.finite_mean(total, seen) for t, total in zip(self.trainers, loss_sum, strict=True)]
-        return sum(losses) / len(losses), correct_sum.sum().item() / (seen * len(self.trainers))
+        accuracies = [hits / seen for hits in correct_sum.tolist()]
+        if on_progress is not None:
+            on_progress(self.trainers[0].step, sum(losses) / len(losses), sum(accuracies) / len(accuracies))
+        for callback, loss_value, accuracy in zip(each_progress or (), losses, accuracies, strict=False):
+            if callback is not None:
+                callback(self.trainers[0].step, loss_value, accuracy)
 
     def _after_step(self, hooks: Sequence[Callable[[Trainer], None]] | None, seconds: float) -> None:
         for trainer in self.trainers:

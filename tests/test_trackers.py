@@ -67,6 +67,24 @@ def test_tensorboard_streams_every_evaluation_and_a_retrained_round_sends_nothin
                              "round_01/evaluation": 50, "rounds": 1}  # fmt: skip
 
 
+def test_each_batched_replicate_streams_its_own_curves(tmp_path, capsys):
+    """`train.replicates=2`: each seed's run gets its own live stream, its own running loss and evaluations."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    group = tmp_path / "group"
+    lth_ok("run", *STREAMED, "prune.rounds=0", "train.replicates=2", "logger=tensorboard", f"hydra.run.dir={group}",
+           capsys=capsys)  # fmt: skip
+    curves = []
+    for seed in ("seed_0", "seed_1"):
+        live = EventAccumulator(str(group / seed / "tensorboard" / "round_00"))
+        live.Reload()
+        history = round_metrics(group / seed, 0)["history"]
+        assert [s.value for s in live.Scalars("val/loss")] == pytest.approx([e["val_loss"] for e in history])
+        assert [s.step for s in live.Scalars("train/loss")] == [20, 40, 50]
+        curves.append([s.value for s in live.Scalars("train/loss")])
+    assert curves[0] != curves[1]  # each seed's own running loss, not their mean
+
+
 def test_a_logger_whose_package_is_missing_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else find_spec(name, *a))
