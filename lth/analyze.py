@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
@@ -47,6 +46,7 @@ from lth.report import Run, group_runs, load_runs
 from lth.seeds import LMC, derive_seed
 from lth.structured import from_container
 from lth.train import evaluate
+from lth.ui import make_console
 
 ANALYSIS_DIR = "analysis"
 
@@ -242,9 +242,9 @@ def main_overlap(path: Path, as_json: bool = False) -> None:
             ]
         label = _overlap_label(row)
         table.add_row(label, str(row["round"]), row["against"], *cells, f"{row['all']:.3f}")
-    Console().print(table)
+    make_console().print(table)
     if any(row["comparison"] != "rounds" for row in rows):
-        Console().print("between seeds and arms: (expected overlap of random masks of the same densities)")
+        make_console().print("between seeds and arms: (expected overlap of random masks of the same densities)")
 
 
 def _overlap_label(row: dict[str, Any]) -> str:
@@ -260,7 +260,7 @@ def main_layers(path: Path, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    console = Console()
+    console = make_console()
     for run in dict.fromkeys(row["run"] for row in rows):
         table = Table(title=f"Survivors per layer: {run}", title_justify="left")
         headers = ("round", "layer", "remaining", "density", "mean |w| init", "mean |w| start", "mean |w| final")
@@ -304,8 +304,8 @@ def main_lmc(path: Path, rounds: Sequence[int], points: int = 11, as_json: bool 
         errors = [f"{p['test_error']:.2%}" for p in result["points"]]
         cells = (str(result["round"]), f"{result['density']:.2%}", *errors, f"{result['barrier']:.2%}")
         table.add_row(result["run"], *cells)
-    Console().print(table)
-    Console().print(
+    make_console().print(table)
+    make_console().print(
         f"test error along the line; each result saved in {ANALYSIS_DIR}/lmc_round_NN.json of its run; "
         "lth report --plot-dir draws the curves and the barrier against density"
     )

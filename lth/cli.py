@@ -294,8 +294,8 @@ def export(args: list[str]) -> None:
             f"{sizes['compact']['macs']:,}"
         )
         speed_result = card["compact"]["speed"]
-        speed.Console().print(speed.table(speed_result, "Inference speed (also in card.json)"))
-        speed.Console().print(speed.caption(speed_result))
+        speed.make_console().print(speed.table(speed_result, "Inference speed (also in card.json)"))
+        speed.make_console().print(speed.caption(speed_result))
 
 
 def _keys(text: str) -> list[str]:

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.table import Table
 from torch import nn
+
+from lth.ui import make_console
 
 ANALYSIS_DIR = "analysis"
 LATENCY_BATCH = 1
@@ -335,7 +336,7 @@ def main_speed(path: Path, round_index: int, as_json: bool = False, repeats: int
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    console = Console()
+    console = make_console()
     title = f"Inference speed, round {round_index} (density {result['density']:.2%}): {path}"
     console.print(table(result, title))
     console.print(caption(result))
