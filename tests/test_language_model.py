@@ -114,6 +114,15 @@ def test_bad_input_is_one_line_naming_the_key_and_nothing_is_written(corpus, tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_language_model_sweep_checks_every_jobs_sizes_before_the_first_starts(corpus, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    code, _, err = lth_in_process("run", "-m", *tiny(corpus, tmp_path / "run"), "dataset.subset=4,99999",
+                                  f"hydra.sweep.dir={sweep}", capsys=capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert "dataset.subset=99999 is not allowed; dataset.subset must be at most the 246 training examples of" in err
+    assert not sweep.exists()
+
+
 @pytest.mark.parametrize(("content", "message"), [(b"", "is empty"), (b"caf\xe9 " * 300, "is not UTF-8 text (byte 3")])
 def test_an_empty_or_non_utf8_file_is_refused_with_vocab_char(tmp_path, capsys, content, message):
     (tmp_path / "bad.txt").write_bytes(content)

@@ -18,8 +18,8 @@ def training_examples(cfg: DatasetConfig, available: int) -> int:
         refuse("dataset.val_size", cfg.val_size, f"smaller than the {available} training examples of {cfg.name}")
     left = available - cfg.val_size
     if cfg.subset is not None and cfg.subset > left:
-        held_out = f"dataset.val_size={cfg.val_size} held out"
-        refuse("dataset.subset", cfg.subset, f"at most the {left} training examples of {cfg.name} ({held_out})")
+        held_out = f" (dataset.val_size={cfg.val_size} held out)" if cfg.val_size else ""
+        refuse("dataset.subset", cfg.subset, f"at most the {left} training examples of {cfg.name}{held_out}")
     return left if cfg.subset is None else cfg.subset
 
 

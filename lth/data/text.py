@@ -272,8 +272,16 @@ def load(cfg: DatasetConfig, seed: int, device: torch.device) -> Dataset:
     )
 
 
+def count(cfg: DatasetConfig) -> int:
+    """The training windows before `dataset.subset` draws from them: what a sweep's sizes are checked against
+    before its first job starts."""
+    assert isinstance(cfg, TextDatasetConfig)
+    corpus = load_text(_corpus(cfg), cfg.vocab, (cfg.val_fraction, cfg.test_fraction), cfg.block_size)
+    return len(eval_windows(corpus.train, cfg.block_size, "train")[0])
+
+
 for _name in ("shakespeare", "textfile"):
-    register(_name, Source(_check, read=None, task=LANGUAGE_MODEL, load=load))
+    register(_name, Source(_check, read=None, task=LANGUAGE_MODEL, load=load, count=count))
 
 
 def _code_points(text: str) -> np.ndarray:
