@@ -74,6 +74,7 @@ class ReplicateBatch:
             for index, name in enumerate(prunable)
         ]
         self.optimizer = make_optimizer(self.params.values(), lead.cfg)
+        self._load_replicate_states()
         for index, trainer in enumerate(trainers):
             trainer.optimizer_state = lambda index=index: self.replicate_optimizer_state(index)
         self._losses = vmap(self._loss, randomness="error")
@@ -171,6 +172,23 @@ class ReplicateBatch:
         stacked, and the batches split N ways), and it gives exactly a solo run's numbers."""
         for trainer in self.trainers:
             trainer.evaluate_now()
+
+    def _load_replicate_states(self) -> None:
+        """A round resumed part-way: each replicate's own optimiser holds its saved state (`Trainer`'s
+        `load_state_dict`); the batched one takes their stack, so the round goes on as if never stopped."""
+        states = [trainer.optimizer.state_dict()["state"] for trainer in self.trainers]
+        if not states[0]:
+            return  # a round from its start: no step taken yet
+        transposed = [name in self.transposed for name in self.params]  # state keys are parameter positions
+
+        def stack(key: int, name: str) -> Any:
+            parts = [state[key][name] for state in states]
+            if not isinstance(parts[0], Tensor) or parts[0].dim() == 0:
+                return parts[0]  # Adam's step count: the same for every replicate
+            return torch.stack([part.T if transposed[key] else part for part in parts])
+
+        batched = {key: {name: stack(key, name) for name in entry} for key, entry in states[0].items()}
+        self.optimizer.load_state_dict({"state": batched, "param_groups": self.optimizer.state_dict()["param_groups"]})
 
     def replicate_optimizer_state(self, index: int) -> dict[str, Any]:
         """Replicate `index`'s slice of the batched optimiser's state, in the form its own optimiser would save:

@@ -187,4 +187,6 @@ def test_a_stopped_replicate_group_resumes_each_run_to_the_uninterrupted_result(
     for seed in (0, 1):
         for ours, theirs in zip(rows(stopped / f"seed_{seed}"), rows(reference / f"seed_{seed}"), strict=True):
             assert ours["density"] == theirs["density"], states
-            assert ours["test_accuracy"] == pytest.approx(theirs["test_accuracy"], abs=0.011), states
+            # the group trains on together from its saved states (optimiser state included): the same numbers
+            assert ours["test_accuracy"] == theirs["test_accuracy"], states
+            assert ours.get("val_loss") == theirs.get("val_loss"), states
