@@ -12,8 +12,9 @@ from lth import config, runs
 from lth.config import ModelConfig
 from lth.data import Dataset, Split
 from lth.data.augment import random_crop_flip
-from lth.models import names
+from lth.models import names_for
 from lth.prune import dense_masks
+from lth.tasks import CLASSIFICATION
 from lth.train import Trainer
 
 TINY = [
@@ -30,10 +31,12 @@ TINY = [
 LIKE = {"lenet_300_100": "fashion_mnist", "lenet5": "mnist"}  # the rest are CIFAR networks
 # In the fast suite: one network of each family; the rest (deeper or 4M+ parameters) with -m slow.
 FAST_MODELS = {"lenet_300_100", "lenet5", "conv4", "resnet20"}
+CLASSIFIERS = [*names_for(CLASSIFICATION), "torchvision"]
 
 
 @pytest.mark.parametrize(
-    "model", [pytest.param(m, marks=[] if m in FAST_MODELS else [pytest.mark.slow]) for m in [*names(), "torchvision"]]
+    "model",  # the classifiers (the language models train in test_language_model.py)
+    [pytest.param(m, marks=[] if m in FAST_MODELS else [pytest.mark.slow]) for m in CLASSIFIERS],
 )
 def test_every_model_trains_a_round_and_prunes(model, tmp_path):
     like = LIKE.get(model, "cifar10")
