@@ -174,9 +174,8 @@ def report(args: list[str]) -> None:
     parser.add_argument(
         "--metric",
         choices=("early_stop_test_accuracy", "test_accuracy", "early_stop_step", "early_stop_test_bpc", "test_bpc"),
-        default="early_stop_test_accuracy",
-        help="what --table and the density figure show (default: test accuracy at the validation-chosen early stop; "
-        "the density figure of language models: bits per character)",
+        help="what --table and the density figure show (default: the runs' headline at the validation-chosen early "
+        "stop: test accuracy, or bits per character for language models)",
     )
     parser.add_argument(
         "--label", action="append", metavar="NAME", help="name of an arm in the figures, once per arm in table order"
@@ -189,6 +188,7 @@ def report(args: list[str]) -> None:
     parsed = parser.parse_args(args)
     from lth import report as reporting
     from lth import report_tables
+    from lth.headline import group_headline
 
     runs = reporting.load_runs(parsed.paths)
     groups = reporting.group_runs(runs, parsed.group_by)
@@ -196,6 +196,7 @@ def report(args: list[str]) -> None:
         if merged := reporting.merged_keys(group):
             differ = "; ".join(f"{key} ({', '.join(map(str, values))})" for key, values in merged.items())
             print(f"lth report: warning: {group.name()} merges runs that differ in {differ}", file=sys.stderr)
+    metric = parsed.metric or group_headline(groups).early_stop
     plotting = parsed.plot is not None or parsed.plot_dir is not None
     if plotting:
         from lth import plots
@@ -205,12 +206,12 @@ def report(args: list[str]) -> None:
     if parsed.table is not None:
         from lth import tables
 
-        print(tables.render(groups, parsed.metric, parsed.table), end="")
+        print(tables.render(groups, metric, parsed.table), end="")
     else:
         report_tables.print_report(runs, groups, parsed.json, parsed.csv, grouped=parsed.group_by is not None)
     if plotting:
         written = plots.render(
-            groups, parsed.plot, parsed.plot_dir, rounds, parsed.metric, labels=parsed.label, title=parsed.title
+            groups, parsed.plot, parsed.plot_dir, rounds, metric, labels=parsed.label, title=parsed.title
         )
         if not (parsed.json or parsed.csv or parsed.table):  # keep machine-readable output clean
             for path in written:

@@ -26,7 +26,7 @@ from lth import ticket_plots
 from lth.axes import density_axis, legend, log_percent_axis
 from lth.checkpoint import atomic_write, check_writable, read_json
 from lth.errors import ConfigError, OutputError, RunFailed
-from lth.headline import HEADLINES, group_headline
+from lth.headline import group_headline
 from lth.report import Group, Run, describe
 
 if TYPE_CHECKING:
@@ -41,20 +41,20 @@ def render(
     plot: Path | None = None,
     plot_dir: Path | None = None,
     rounds: Sequence[int] | None = None,
-    metric: str = "early_stop_test_accuracy",
+    metric: str | None = None,
     labels: Sequence[str] | None = None,
     title: str | None = None,
 ) -> list[Path]:
     """Draw every figure: all as subplots of one PNG (`plot`) and/or one PNG each in `plot_dir`.
 
     `rounds` are the rounds whose training curves are drawn (see `check`, which refuses what cannot be drawn);
-    `metric` is the y axis of the density figure (`METRICS`); `labels` name the arms in the order of `groups`
-    (default: in researcher words, `lth.arms`); `title` replaces the runs' description above the figures.
+    `metric` is the y axis of the density figure (`METRICS`; None: the runs' headline); `labels` name the arms
+    in the order of `groups` (default: in researcher words, `lth.arms`); `title` replaces the runs' description
+    above the figures.
     """
     runs = [run for group in groups for run in group.runs if run.rows]
     rounds = check(groups, rounds, labels)
-    if metric == HEADLINES["classification"].early_stop:  # the default: the runs' own headline (bpc for LMs)
-        metric = group_headline(groups).early_stop
+    metric = metric or group_headline(groups).early_stop  # the runs' own headline: accuracy, or bpc for LMs
 
     import matplotlib
 
