@@ -25,9 +25,14 @@ HEADLINES = {
 }
 
 
+def task(row: dict[str, Any]) -> str:
+    """The task of a round's row (rows written before the language-model task have no `task`: classifiers)."""
+    return row.get("task") or "classification"
+
+
 def headline(row: dict[str, Any]) -> Headline:
-    """The headline of a round's row (rows written before the language-model task have no `task`: classifiers)."""
-    return HEADLINES[row.get("task") or "classification"]
+    """The headline of a round's row."""
+    return HEADLINES[task(row)]
 
 
 def value(number: float | None, lead: Headline) -> str:

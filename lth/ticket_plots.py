@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lth.axes import density_axis, legend
+from lth.headline import task
 from lth.report import Group, Run
 
 if TYPE_CHECKING:
@@ -72,7 +73,10 @@ def _first_layer_mask(run_dir: Path, round_index: int) -> Any:
 
 
 def _image_shape(run: Run) -> tuple[int, int, int] | None:
-    """(C, H, W) of the inputs when the first layer is linear on the whole image, else None."""
+    """(C, H, W) of the inputs when the first layer is linear on the whole image, else None (a language model's
+    inputs are tokens, whatever its first matrix's width)."""
+    if any(task(row) != "classification" for row in run.rows):
+        return None
     shape = run.config.get("dataset.input_shape")
     mask = _first_layer(run, 0)
     if mask.ndim != 2:
