@@ -190,3 +190,31 @@ def test_a_stopped_replicate_group_resumes_each_run_to_the_uninterrupted_result(
             # the group trains on together from its saved states (optimiser state included): the same numbers
             assert ours["test_accuracy"] == theirs["test_accuracy"], states
             assert ours.get("val_loss") == theirs.get("val_loss"), states
+
+
+def test_a_batch_resumed_part_way_goes_on_from_each_replicates_saved_optimiser_state():
+    """Stopped after 4 steps, each replicate saves its state (its slice of the batched Adam's); a new batch built
+    from trainers that loaded those states ends exactly where the batch never stopped ends."""
+    from lth.errors import Interrupted
+
+    model_cfg, cfg = ModelConfig(name="lenet_300_100"), TrainConfig(optimizer="adam", lr=1e-3, batch_size=40, epochs=1)
+
+    def trainers() -> list[Trainer]:
+        return [replicate_trainer(seed, model_cfg, cfg) for seed in SEEDS[:2]]
+
+    def stop_at_4(trainer: Trainer) -> None:
+        if trainer.step == 4:
+            raise Interrupted("stopped")
+
+    uninterrupted, stopped = trainers(), trainers()
+    ReplicateBatch(uninterrupted).run()
+    with pytest.raises(Interrupted):
+        ReplicateBatch(stopped).run(after_step=[stop_at_4, stop_at_4])
+    states = [trainer.state_dict() for trainer in stopped]
+    resumed = trainers()
+    for trainer, state in zip(resumed, states, strict=True):
+        trainer.load_state_dict(state)
+    ReplicateBatch(resumed).run()
+    for ours, theirs in zip(resumed, uninterrupted, strict=True):
+        assert ours.step == theirs.step and ours.step > 4
+        assert all(torch.equal(a, b) for a, b in zip(ours.model.parameters(), theirs.model.parameters(), strict=True))
