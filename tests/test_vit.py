@@ -106,15 +106,11 @@ def test_bad_sizes_are_one_line_config_errors(shape, width, message):
     assert str(error.value) == f"model=vit does not fit inputs of shape {shape} from the dataset: {message}"
 
 
-def test_the_recipe_is_fashion_mnist_with_adam_and_the_preset_composes():
+def test_the_recipe_is_fashion_mnist_with_adamw_and_the_preset_composes():
     assert config.recipe_overrides(["model=vit"]) == ["dataset=fashion_mnist", "prune=imp", "train=vit"]
     cfg = config.compose([*config.recipe_overrides(["model=vit"]), "model=vit"])
-    assert (cfg.dataset.name, cfg.train.optimizer, cfg.train.lr_schedule, cfg.train.warmup) == (
-        "fashion_mnist",
-        "adam",
-        "cosine",
-        "2ep",
-    )
+    recipe = (cfg.dataset.name, cfg.train.optimizer, cfg.train.weight_decay, cfg.train.lr_schedule, cfg.train.warmup)
+    assert recipe == ("fashion_mnist", "adamw", 0.05, "cosine", "2ep")
     preset = config.compose(config.expand_sweep(["+experiment=vit_fmnist"])[0])
     assert preset.model.name == "vit" and preset.prune.output_rate == 0.1
 
