@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from helpers import FAST, lth, lth_in_process, lth_ok, plan, prune_by_magnitude
 from torch import nn
 
 from lth import data
-from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig
+from lth.config import ModelConfig, PruneConfig, SyntheticDatasetConfig, TrainConfig, ViTModelConfig
 from lth.errors import ConfigError
 from lth.models import build, prunable_weights
 from lth.prune import apply_masks, dense_masks
@@ -22,6 +23,9 @@ from lth.replicates import ReplicateBatch, check_model
 from lth.train import Trainer
 
 SEEDS = (3, 4, 5)
+# Attention's key bias adds q.b to a whole row of scores, which softmax ignores: its gradient is pure rounding,
+# which Adam scales up to full-size steps, so runs equal to rounding differ there by as much as two seeds.
+ROUNDING_ONLY = "attn.k.bias"
 
 
 def replicate_trainer(seed: int, model_cfg: ModelConfig, train_cfg: TrainConfig, shape=(1, 28, 28)) -> Trainer:
@@ -76,8 +80,13 @@ def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
             ),
             (3, 8, 8),
         ),
+        (  # attention: torch has no batching rule for its fused CPU kernel, so vmap runs it once per replicate
+            ViTModelConfig(name="vit", width=16, patch_size=7, n_layer=1, n_head=2),
+            TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=40, epochs=1),
+            (1, 28, 28),
+        ),
     ],
-    ids=["lenet-adam", "resnet-bn-sgd"],
+    ids=["lenet-adam", "resnet-bn-sgd", "vit-adamw"],
 )
 def test_each_replicate_equals_its_seed_trained_alone(model_cfg, train_cfg, shape, flush_denormals):
     # Batched kernels add in another order (a grouped convolution, a batched matmul): equal to float rounding,
@@ -85,12 +94,17 @@ def test_each_replicate_equals_its_seed_trained_alone(model_cfg, train_cfg, shap
     alone = [replicate_trainer(seed, model_cfg, train_cfg, shape) for seed in SEEDS]
     together = [replicate_trainer(seed, model_cfg, train_cfg, shape) for seed in SEEDS]
     solo_results = [trainer.run() for trainer in alone]
-    batched_results = ReplicateBatch(together).run()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batched_results = ReplicateBatch(together).run()
+    assert [str(warning.message) for warning in caught] == []  # nothing for a user to wonder about
 
     for seed, solo, batched, solo_result, batched_result in zip(
         SEEDS, alone, together, solo_results, batched_results, strict=True
     ):
         for name, value in solo.model.state_dict().items():  # weights and batch-norm statistics
+            if name.endswith(ROUNDING_ONLY):
+                continue
             assert relative_error(batched.model.state_dict()[name], value) < 1e-3, (seed, name)
         assert batched_result.steps == solo_result.steps == train_cfg.epochs * 9
         for ours, theirs in zip(batched_result.history, solo_result.history, strict=True):
@@ -100,7 +114,10 @@ def test_each_replicate_equals_its_seed_trained_alone(model_cfg, train_cfg, shap
         # the optimiser state a checkpoint saves is the one this seed's own optimiser would hold
         saved, expected = batched.state_dict()["optimizer"], solo.optimizer.state_dict()
         assert saved["param_groups"] == expected["param_groups"]
+        names = [name for name, _ in solo.model.named_parameters()]  # the state's keys are parameter positions
         for index, entry in expected["state"].items():
+            if names[index].endswith(ROUNDING_ONLY):
+                continue
             for key, value in entry.items():
                 assert relative_error(saved["state"][index][key], value) < 1e-3, (seed, index, key)
 
