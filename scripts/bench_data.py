@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -28,6 +26,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torchvision
+from epoch_timing import drain, finish, images_per_second, machine
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
@@ -60,8 +59,7 @@ def lth_epoch(folder: Path, device: torch.device, seed: int) -> Callable[[], int
             images = random_crop_flip((x[batch].float() - mean) / std, generator)
             labels = y[batch]
             seen += len(labels)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        finish(device)
         assert images.shape[1:] == (3, 32, 32)
         return seen
 
@@ -83,13 +81,7 @@ def torchvision_epoch(folder: Path, device: torch.device, seed: int, workers: in
     def epoch() -> int:
         generator = torch.Generator().manual_seed(seed)
         loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, generator=generator)
-        seen = 0
-        for images, labels in loader:
-            images, labels = images.to(device), labels.to(device)
-            seen += len(labels)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return seen
+        return drain(loader, device)[0]
 
     return epoch
 
@@ -111,18 +103,9 @@ def main() -> None:
         variants = {"lth": lth_epoch(folder, device, seed=0)}
         for workers in args.workers:
             variants[f"torchvision workers={workers}"] = torchvision_epoch(folder, device, 0, workers)
-        seconds: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.repeats):
-            for name, epoch in variants.items():
-                started = time.perf_counter()
-                assert epoch() == args.images
-                seconds[name].append(time.perf_counter() - started)
-    rates = {name: args.images / statistics.median(times) for name, times in seconds.items()}
+        rates = images_per_second(variants, args.images, args.repeats)
     result = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "threads": torch.get_num_threads(),
+        **machine(device),
         "images": args.images,
         "batch_size": BATCH,
         "repeats": args.repeats,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from epoch_timing import drain, finish, images_per_second, machine
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -70,8 +70,7 @@ def lth_epoch(root: Path, size: int, batch: int, workers: int, device: torch.dev
         for x, _ in train.batches(order.split(batch)):
             seen += len(x)
         assert x.shape[1:] == (3, size, size) and x.dtype == torch.float32
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        finish(device)
         return seen
 
     return epoch, load_seconds
@@ -94,13 +93,8 @@ def torchvision_epoch(root: Path, size: int, batch: int, workers: int, device: t
     )
 
     def epoch() -> int:
-        seen = 0
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            seen += len(y)
+        seen, x = drain(loader, device)
         assert x.shape[1:] == (3, size, size)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         return seen
 
     return epoch
@@ -132,19 +126,10 @@ def main() -> None:
             variants[f"torchvision workers={workers}"] = torchvision_epoch(root, args.size, args.batch, workers, device)
         for epoch in variants.values():  # starts the persistent workers
             assert epoch() == args.images
-        seconds: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.repeats):
-            for name, epoch in variants.items():
-                started = time.perf_counter()
-                assert epoch() == args.images
-                seconds[name].append(time.perf_counter() - started)
-    rates = {name: args.images / statistics.median(times) for name, times in seconds.items()}
+        rates = images_per_second(variants, args.images, args.repeats)
     ratios = {f"workers={w}": rates[f"lth workers={w}"] / rates[f"torchvision workers={w}"] for w in args.workers}
     result = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "threads": torch.get_num_threads(),
+        **machine(device),
         "images": args.images,
         "size": args.size,
         "batch_size": args.batch,
