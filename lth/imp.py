@@ -12,6 +12,8 @@ controls (`lth.controls.CONTROLS`). Opening runs, the round loop and signals are
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,20 +174,26 @@ class Rounds:
             return self.take_round0(source)
         begun = self.begin_round(round_index)
         self.display_round(begun)
+        with self.live_stream(begun, round_index) as stream:
+
+            def progress(step: int, loss: float, accuracy: float) -> None:
+                self.display.step(step, loss, accuracy)
+                if stream is not None:
+                    stream.train(step, loss, accuracy)
+
+            result = begun.trainer.run(on_progress=progress, after_step=begun.after_step)
+        return self.finish_round(begun, result)
+
+    @contextmanager
+    def live_stream(self, begun: RoundStart, round_index: int) -> Iterator[loggers.RoundStream | None]:
+        """Round r's live scalars for the run's tracker (logger=tensorboard|mlflow|wandb; None for the others),
+        fed evaluations by the step hooks, closed when training ends, stopped or not."""
         stream = begun.after_step.stream = loggers.live_stream(self.cfg.logger, self.run_dir, round_index)
-        if stream is None:
-            return self.finish_round(
-                begun, begun.trainer.run(on_progress=self.display.step, after_step=begun.after_step)
-            )
-
-        def progress(step: int, loss: float, accuracy: float) -> None:
-            self.display.step(step, loss, accuracy)
-            stream.train(step, loss, accuracy)
-
         try:
-            return self.finish_round(begun, begun.trainer.run(on_progress=progress, after_step=begun.after_step))
+            yield stream
         finally:
-            stream.close()
+            if stream is not None:
+                stream.close()
 
     def round0_source(self, round_index: int) -> Path | None:
         """The run whose round 0 this one takes (`preflight.round0_source`, else a finished job of its sweep:
@@ -357,17 +365,11 @@ def round_together(group: list[Rounds], round_index: int) -> list[dict[str, Any]
     begun = [rounds.begin_round(round_index) for rounds in group]
     group[0].display_round(begun[0])
     batch = replicates.ReplicateBatch([b.trainer for b in begun])
-    streams = [loggers.live_stream(r.cfg.logger, r.run_dir, round_index) for r in group]  # each its own tracker
-    for b, stream in zip(begun, streams, strict=True):
-        b.after_step.stream = stream
-    try:
+    with ExitStack() as open_streams:  # each replicate streams to its own tracker
+        streams = [open_streams.enter_context(r.live_stream(b, round_index)) for r, b in zip(group, begun, strict=True)]
         results = batch.run(
             on_progress=group[0].display.step,
             after_step=[b.after_step for b in begun],
             each_progress=[stream.train if stream is not None else None for stream in streams],
         )
-    finally:
-        for stream in streams:
-            if stream is not None:
-                stream.close()
     return [rounds.finish_round(b, result) for rounds, b, result in zip(group, begun, results, strict=True)]
