@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from lth import distributed
 from lth.compile_guard import GuardedCompile
 from lth.data import Dataset, Examples
+from lth.data.splits import rows
 from lth.errors import RunFailed
 from lth.models import prunable_weights
 from lth.optim import make_optimizer, set_lr
@@ -317,7 +318,7 @@ class Trainer:
 
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """The training inputs and labels at `indices`, augmented for the current step."""
-        return self.augmented(self.data.train.inputs(indices)), self.data.train.y[indices]
+        return self.augmented(self.data.train.inputs(indices)), rows(self.data.train.y, indices)
 
     def augmented(self, x: Tensor) -> Tensor:
         """A training batch augmented for the current step: seeded by the step, so a resumed round redraws the

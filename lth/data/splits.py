@@ -16,6 +16,14 @@ from lth.tasks import CLASSIFICATION
 Index = Tensor | slice  # positions of examples in a split
 
 
+def rows(t: Tensor, index: Index) -> Tensor:
+    """`t[index]`. Integer positions are copied with `index_select`, a whole row at a time: on the CPU twice as
+    fast as advanced indexing for a batch of 60 images (0.15 against 0.30 ms), paid at every training step."""
+    if isinstance(index, Tensor) and index.dtype in (torch.int64, torch.int32) and index.device == t.device:
+        return torch.index_select(t, 0, index)
+    return t[index]
+
+
 class Examples(Protocol):
     """The examples of one split as the trainer reads them: labels on the device, inputs normalised."""
 
@@ -61,15 +69,15 @@ class Split:
     def inputs(self, index: Index) -> Tensor:
         """The normalised float inputs of the examples at `index`."""
         if self.mean is None or self.std is None:
-            return self.images[index]
-        return (self.images[index].float() - self.mean) / self.std
+            return rows(self.images, index)
+        return (rows(self.images, index).float() - self.mean) / self.std
 
     def batches(self, indices: Iterable[Index]) -> Iterator[tuple[Tensor, Tensor]]:
         for index in indices:
-            yield self.inputs(index), self.y[index]
+            yield self.inputs(index), rows(self.y, index)
 
     def select(self, index: Tensor) -> Split:
-        return replace(self, images=self.images[index], y=self.y[index])
+        return replace(self, images=rows(self.images, index), y=rows(self.y, index))
 
     @property
     def x(self) -> Tensor:
