@@ -166,6 +166,7 @@ def _starting(members: list[Member], new_run: bool, resume_path: Path) -> Iterat
     if new_run:
         for _, run_dir in members:
             preflight.no_run_in(run_dir)
+        distributed.barrier()  # under torchrun: every rank has found no run here before rank 0 records this one
     recorded = [run_dir for _, run_dir in members if not (run_dir / RUN_FILE).exists()]
     for cfg, run_dir in members:
         if run_dir in recorded:

@@ -268,9 +268,10 @@ class Trainer:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                 self.step += 1
-                loss_sum += batch_loss.detach() * y.numel()  # per prediction: a label, or a window's next tokens
-                correct_sum += hits(logits.detach(), y)
-                seen += y.numel()
+                if y.numel():  # under torchrun a last batch smaller than the world leaves a rank none (a NaN mean)
+                    loss_sum += batch_loss.detach() * y.numel()  # per prediction: a label, or a window's next tokens
+                    correct_sum += hits(logits.detach(), y)
+                    seen += y.numel()
                 if self.evaluation_due():
                     self.evaluate_now()
                 if on_progress is not None and self.step % PROGRESS_EVERY == 0:

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import FAST, lth, lth_in_process, lth_ok, plan, prune_by_magnitude
+from helpers import FAST, ROUNDING_ONLY, lth, lth_in_process, lth_ok, plan, prune_by_magnitude
 from torch import nn
 
 from lth import data
@@ -23,9 +23,6 @@ from lth.replicates import ReplicateBatch, check_model
 from lth.train import Trainer
 
 SEEDS = (3, 4, 5)
-# Attention's key bias adds q.b to a whole row of scores, which softmax ignores: its gradient is pure rounding,
-# which Adam scales up to full-size steps, so runs equal to rounding differ there by as much as two seeds.
-ROUNDING_ONLY = "attn.k.bias"
 
 
 def replicate_trainer(seed: int, model_cfg: ModelConfig, train_cfg: TrainConfig, shape=(1, 28, 28)) -> Trainer:
