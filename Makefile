@@ -24,8 +24,9 @@ run: install data
 lint: install
 	$(BIN)/ruff check lth tests scripts
 
+# A worker per core, one torch thread each: the suite is many small runs, which a second thread barely speeds.
 test: install lint
-	$(BIN)/python -m pytest $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto $(ARGS)
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(ARGS)

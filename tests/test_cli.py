@@ -54,7 +54,7 @@ def test_run_writes_the_outputs_tree_and_proves_its_invariants(fast_run):
         assert metrics["layer_density"]["fc3.weight"] == pytest.approx(round(1000 * 0.9**index) / 1000)
 
 
-def test_report_json_rows_and_table(fast_run, tmp_path, capsys):
+def test_report_json_rows_and_table(fast_run, tmp_path, capsys, wide_console):
     rows = json.loads(lth_ok("report", str(fast_run), "--json", capsys=capsys))
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all(set(r) >= JSON_KEYS for r in rows)

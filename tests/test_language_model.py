@@ -60,7 +60,7 @@ def test_adamw_weight_decay_leaves_pruned_weights_exactly_zero(gpt_run):
         assert torch.all(final[name][keep == 1] != 0), name  # the survivors trained (and decayed), not zeroed
 
 
-def test_the_report_leads_with_bits_per_character_for_a_language_model(gpt_run, capsys):
+def test_the_report_leads_with_bits_per_character_for_a_language_model(gpt_run, capsys, wide_console):
     rows = json.loads(lth_ok("report", str(gpt_run), "--json", capsys=capsys))
     assert [r["round"] for r in rows] == [0, 1] and all("early_stop_test_bpc" in r for r in rows)
     table = lth_ok("report", str(gpt_run), capsys=capsys)
