@@ -174,7 +174,7 @@ class Rounds:
             return self.take_round0(source)
         begun = self.begin_round(round_index)
         self.display_round(begun)
-        with self.live_stream(begun, round_index) as stream:
+        with self.live_stream(begun) as stream:
 
             def progress(step: int, loss: float, accuracy: float) -> None:
                 self.display.step(step, loss, accuracy)
@@ -185,10 +185,10 @@ class Rounds:
         return self.finish_round(begun, result)
 
     @contextmanager
-    def live_stream(self, begun: RoundStart, round_index: int) -> Iterator[loggers.RoundStream | None]:
+    def live_stream(self, begun: RoundStart) -> Iterator[loggers.RoundStream | None]:
         """Round r's live scalars for the run's tracker (logger=tensorboard|mlflow|wandb; None for the others),
         fed evaluations by the step hooks, closed when training ends, stopped or not."""
-        stream = begun.after_step.stream = loggers.live_stream(self.cfg.logger, self.run_dir, round_index)
+        stream = begun.after_step.stream = loggers.live_stream(self.cfg.logger, self.run_dir, begun.round_index)
         try:
             yield stream
         finally:
@@ -366,7 +366,7 @@ def round_together(group: list[Rounds], round_index: int) -> list[dict[str, Any]
     group[0].display_round(begun[0])
     batch = replicates.ReplicateBatch([b.trainer for b in begun])
     with ExitStack() as open_streams:  # each replicate streams to its own tracker
-        streams = [open_streams.enter_context(r.live_stream(b, round_index)) for r, b in zip(group, begun, strict=True)]
+        streams = [open_streams.enter_context(r.live_stream(b)) for r, b in zip(group, begun, strict=True)]
         results = batch.run(
             on_progress=group[0].display.step,
             after_step=[b.after_step for b in begun],
